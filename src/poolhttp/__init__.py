@@ -1,0 +1,78 @@
+"""poolhttp: a fast, bounded and observable HTTP connection pool, with async and sync clients.
+
+    import poolhttp
+
+    async with poolhttp.AsyncClient() as client:          # asyncio / uvloop
+        response = await client.get("https://example.org/")
+
+    with poolhttp.Client() as client:                     # threads
+        response = client.get("https://example.org/")
+"""
+
+from ._async.client import AsyncClient
+from ._config import Limits, Timeout
+from ._core.pool import PoolStats
+from ._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    HTTPError,
+    HTTPStatusError,
+    InvalidRequest,
+    InvalidURL,
+    LocalProtocolError,
+    NetworkError,
+    PoolClosed,
+    PoolTimeout,
+    ProtocolError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    RetryError,
+    ServerDisconnected,
+    TimeoutException,
+    TooManyRedirects,
+    TotalTimeout,
+    TransportError,
+    WriteError,
+    WriteTimeout,
+)
+from ._headers import Headers
+from ._models import Request, Response, ResponseNotRead, StreamConsumed
+from ._urls import URL, Origin
+from ._version import __version__
+
+__all__ = [
+    "URL",
+    "AsyncClient",
+    "ConnectError",
+    "ConnectTimeout",
+    "HTTPError",
+    "HTTPStatusError",
+    "Headers",
+    "InvalidRequest",
+    "InvalidURL",
+    "Limits",
+    "LocalProtocolError",
+    "NetworkError",
+    "Origin",
+    "PoolClosed",
+    "PoolStats",
+    "PoolTimeout",
+    "ProtocolError",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "Request",
+    "Response",
+    "ResponseNotRead",
+    "RetryError",
+    "ServerDisconnected",
+    "StreamConsumed",
+    "TimeoutException",
+    "TooManyRedirects",
+    "TotalTimeout",
+    "TransportError",
+    "WriteError",
+    "WriteTimeout",
+    "__version__",
+]

@@ -1,0 +1,153 @@
+"""AsyncClient: the asyncio HTTP client over one connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Coroutine, Mapping
+from types import TracebackType
+from typing import Any
+
+from .._client_base import ClientBase, RequestContent
+from .._config import Limits, Timeout, TimeoutTypes
+from .._core.pool import PoolStats
+from .._headers import HeaderTypes
+from .._models import Request, Response
+from .._tls import VerifyTypes
+from .._urls import URL, QueryParams
+from .pool import AsyncPool
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
+    """An asyncio HTTP/1.1 client with a bounded, observable connection pool.
+
+    Create one and reuse it for the life of the program: every request shares its pool.
+
+    >>> async def main():                                             # doctest: +SKIP
+    ...     async with poolhttp.AsyncClient(base_url="https://api.example.com") as client:
+    ...         response = await client.get("/users", params={"page": 2})
+    ...         response.raise_for_status()
+    ...         return response.json()
+
+    Works on asyncio and on uvloop. One client belongs to one event loop at a time.
+    """
+
+    def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
+                 limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
+                 verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
+                 local_address: str | None = None) -> None:
+        super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
+                         verify=verify, dns_ttl=dns_ttl, family=family,
+                         local_address=local_address)
+        self._pool = AsyncPool(self)
+        self._closed = False
+
+    async def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
+                      headers: HeaderTypes | None = None, content: RequestContent = None,
+                      data: Mapping[str, Any] | None = None, json: Any = None,
+                      timeout: TimeoutTypes | Timeout = None) -> Response:
+        """Send a request and read the whole response body."""
+        request, head, body = self._build(method, url, params, headers, content, data, json,
+                                          allow_async_body=True)
+        return await self._send(request, head, body,
+                                self.timeout if timeout is None else Timeout.coerce(timeout),
+                                False)
+
+    def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
+               headers: HeaderTypes | None = None, content: RequestContent = None,
+               data: Mapping[str, Any] | None = None, json: Any = None,
+               timeout: TimeoutTypes | Timeout = None) -> AsyncStreamContext:
+        """Send a request; the response's body is read as you iterate it.
+
+        >>> async with client.stream("GET", url) as response:      # doctest: +SKIP
+        ...     async for chunk in response.aiter_bytes():
+        ...         sink.write(chunk)
+
+        The connection returns to the pool when the body has been read to the end; leaving
+        the block early closes it instead.
+        """
+        request, head, body = self._build(method, url, params, headers, content, data, json,
+                                          allow_async_body=True)
+        return AsyncStreamContext(self, request, head, body, self._resolve_timeout(timeout))
+
+    async def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
+                    stream: bool) -> Response:
+        pool = self._pool
+        loop = asyncio.get_running_loop()
+        if loop is not pool.loop:
+            pool.bind(loop)
+        if self._closed:
+            raise self._closed_error()
+        started = loop.time()
+        deadline = None if timeout.total is None else started + timeout.total
+        origin = request.url.origin
+        while True:
+            conn = pool.state.checkout(origin.key, started)
+            if conn is None:
+                conn = await pool.acquire(origin, timeout, deadline)
+            proto = conn.io
+            if not proto.closing:
+                break
+            pool.release(conn, False, None)  # its transport went away before we could use it
+        future = proto.send(request, head, body, timeout.read, timeout.write, deadline, stream,
+                            started)
+        try:
+            if request.stream is not None:
+                await proto.send_body(request.stream)
+            return await future
+        except BaseException:
+            proto.abandon()
+            raise
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
+        return self._pool.state.stats()
+
+    async def aclose(self) -> None:
+        """Close every connection and fail requests still waiting for one. Idempotent."""
+        self._closed = True
+        await self._pool.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"AsyncClient created at {self._created_at} was never closed; "
+                          "use 'async with' or 'await client.aclose()'",
+                          ResourceWarning, stacklevel=1, source=self)
+
+
+class AsyncStreamContext:
+    """`async with client.stream(...) as response:` — see AsyncClient.stream."""
+
+    __slots__ = ("_body", "_client", "_head", "_request", "_response", "_timeout")
+
+    def __init__(self, client: AsyncClient, request: Request, head: bytes, body: bytes | None,
+                 timeout: Timeout) -> None:
+        self._client = client
+        self._request = request
+        self._head = head
+        self._body = body
+        self._timeout = timeout
+        self._response: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        self._response = await self._client._send(self._request, self._head, self._body,
+                                                  self._timeout, True)
+        return self._response
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._response is not None:
+            await self._response.aclose()

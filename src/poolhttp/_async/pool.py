@@ -1,0 +1,325 @@
+"""The asyncio driver of the pool core: it carries out PoolState's actions.
+
+There is no lock: every PoolState input runs in one event-loop callback or coroutine step, and
+its actions are applied right after. Connecting runs in a Task per new connection (never per
+request); a waiter is a Future woken by an Assign or Fail action. Idle expiry is one timer for
+the whole pool, armed for the oldest idle connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+from .._core.dns import Address, DnsCache, literal_address
+from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
+from .._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    HTTPError,
+    PoolClosed,
+    PoolTimeout,
+    TotalTimeout,
+)
+from .._tls import tls_context
+from .._urls import Origin
+from .connection import AsyncConnection
+
+if TYPE_CHECKING:
+    from .._client_base import ClientBase
+    from .._config import Timeout
+
+__all__ = ["AsyncPool"]
+
+
+class AsyncTicket(Ticket):
+    __slots__ = ("deadline", "origin", "timeout")
+
+    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None) -> None:
+        super().__init__(origin.key)
+        self.origin = origin
+        self.timeout = timeout
+        self.deadline = deadline
+
+
+class AsyncPool:
+    """Connections of one AsyncClient, bound to one event loop."""
+
+    def __init__(self, client: ClientBase[object]) -> None:
+        self.client = client
+        self.state = PoolState(client.limits)
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
+        self._dns = DnsCache(client.dns_ttl)
+        self._lookups: dict[tuple[str, int, int], asyncio.Task[list[Address]]] = {}
+        self._live: set[AsyncConnection] = set()
+        self._expiry_timer: asyncio.TimerHandle | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Use `loop` from now on; refused while connections live on another loop."""
+        if self.loop is not None and loop is not self.loop:
+            if self._live or self.state.n_open or self.state.n_waiting:
+                raise RuntimeError(
+                    "this AsyncClient has connections on another event loop; an AsyncClient "
+                    "cannot be shared between event loops (create one per loop, or close it "
+                    "with 'await client.aclose()' before using it from another loop)")
+            self._cancel_expiry()
+        self.loop = loop
+
+    # -- acquiring ---------------------------------------------------------------------------
+    async def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None) -> Conn:
+        """Wait for a connection to `origin` (the fast path `checkout` found none)."""
+        loop = self.loop
+        now = loop.time()
+        ticket = AsyncTicket(origin, timeout, deadline)
+        future: asyncio.Future[Conn] = loop.create_future()
+        ticket.waiter = future
+        actions = self.state.request(ticket, now)
+        if actions:
+            self.apply(actions)
+        if ticket.conn is not None:
+            return ticket.conn
+        limit = timeout.pool
+        if deadline is not None and (limit is None or deadline - now < limit):
+            handle = loop.call_at(deadline, self._waited_too_long, ticket, None)
+        elif limit is not None:
+            handle = loop.call_at(now + limit, self._waited_too_long, ticket, limit)
+        else:
+            handle = None
+        try:
+            return await future
+        except BaseException:
+            actions = self.state.cancelled(ticket, loop.time())
+            if actions:
+                self.apply(actions)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _waited_too_long(self, ticket: AsyncTicket, limit: float | None) -> None:
+        future = ticket.waiter
+        if future.done():
+            return
+        if limit is None:
+            future.set_exception(TotalTimeout(
+                f"no connection to {ticket.key} before the total time-out",
+                origin=ticket.key, timeout=ticket.timeout.total))
+            return
+        future.set_exception(PoolTimeout(
+            f"no connection to {ticket.key} within {limit:g}s ({self._describe(ticket.key)})",
+            origin=ticket.key, timeout=limit))
+
+    def _describe(self, key: str) -> str:
+        stats = self.state.stats()
+        host = stats.per_host.get(key)
+        limits = self.state.limits
+        text = (f"max_connections={limits.max_connections}, {stats.active} active, "
+                f"{stats.connecting} connecting, {stats.waiting} waiting")
+        if limits.max_connections_per_host is not None and host is not None:
+            text += (f"; max_connections_per_host={limits.max_connections_per_host}, "
+                     f"{host.active} active to this origin")
+        return text
+
+    # -- applying the core's actions ---------------------------------------------------------
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is Assign:
+                future = action.ticket.waiter  # type: ignore[union-attr]
+                if not future.done():
+                    future.set_result(action.conn)  # type: ignore[union-attr]
+            elif kind is Close:
+                io = action.conn.io
+                if io is not None:
+                    io.close()
+            elif kind is Open:
+                self._open(action.conn, action.ticket)  # type: ignore[union-attr, arg-type]
+            else:
+                assert isinstance(action, Fail)
+                future = action.ticket.waiter
+                if not future.done():
+                    future.set_exception(action.error)
+
+    def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
+        """A connection's exchange ended (called by AsyncConnection)."""
+        actions = self.state.released(conn, reusable, self.loop.time(), keepalive)
+        if actions:
+            self.apply(actions)
+        if self._expiry_timer is None and reusable:
+            self._arm_expiry()
+
+    def discard(self, conn: Conn) -> None:
+        """An idle connection's transport was lost or went out of step."""
+        if conn.state == "idle":
+            self.apply(self.state.discard(conn, self.loop.time()))
+
+    def forget(self, proto: AsyncConnection) -> None:
+        self._live.discard(proto)
+
+    # -- connecting --------------------------------------------------------------------------
+    def _open(self, conn: Conn, ticket: AsyncTicket) -> None:
+        proto = AsyncConnection(self, conn, conn.key)
+        conn.io = proto
+        self._live.add(proto)
+        proto.connect_task = self.loop.create_task(self._connect(conn, proto, ticket))
+
+    async def _connect(self, conn: Conn, proto: AsyncConnection, ticket: AsyncTicket) -> None:
+        loop = self.loop
+        origin = ticket.origin
+        now = loop.time()
+        limit = ticket.timeout.connect
+        deadline = now + limit if limit is not None else None
+        if ticket.deadline is not None and (deadline is None or ticket.deadline < deadline):
+            deadline = ticket.deadline
+        task = asyncio.current_task()
+        assert task is not None
+        timed_out = False
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            task.cancel()
+
+        handle = loop.call_at(deadline, on_timeout) if deadline is not None else None
+        try:
+            await self._establish(origin, proto, deadline)
+        except asyncio.CancelledError:
+            self._live.discard(proto)
+            if not timed_out:  # the pool was closed: close_all() already did the books
+                self.apply(self.state.connect_failed(conn, ConnectError(
+                    "connect cancelled", origin=origin.key), loop.time()))
+                return
+            if hasattr(task, "uncancel"):
+                task.uncancel()
+            error: HTTPError = ConnectTimeout(
+                f"no connection to {origin.key} within {limit:g}s (connect time-out)"
+                if limit is not None else f"no connection to {origin.key} before the total "
+                "time-out", origin=origin.key, timeout=limit)
+            self.apply(self.state.connect_failed(conn, error, loop.time()))
+            return
+        except HTTPError as exc:
+            self._live.discard(proto)
+            self.apply(self.state.connect_failed(conn, exc, loop.time()))
+            return
+        finally:
+            if handle is not None:
+                handle.cancel()
+        self.apply(self.state.connected(conn, loop.time()))
+
+    async def _establish(self, origin: Origin, proto: AsyncConnection,
+                         deadline: float | None) -> None:
+        """TCP connect to the first address that answers, then TLS if https."""
+        loop = self.loop
+        addresses = await self._resolve(origin)
+        errors: list[str] = []
+        for family, sockaddr in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.client.local_address is not None:
+                    sock.bind((self.client.local_address, 0))
+                await loop.sock_connect(sock, sockaddr)
+            except OSError as exc:
+                sock.close()
+                errors.append(f"{sockaddr[0]}: {exc.strerror or exc}")
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            break
+        else:
+            raise ConnectError(f"cannot connect to {origin.key}: {'; '.join(errors)}",
+                               origin=origin.key)
+        try:
+            if origin.is_tls:
+                remaining = None if deadline is None else max(0.001, deadline - loop.time())
+                await loop.create_connection(
+                    lambda: proto, sock=sock, ssl=tls_context(self.client.verify),
+                    server_hostname=origin.host, ssl_handshake_timeout=remaining)
+            else:
+                await loop.create_connection(lambda: proto, sock=sock)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise ConnectError(f"TLS certificate of {origin.key} not trusted: "
+                               f"{exc.verify_message}", origin=origin.key) from exc
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise ConnectError(f"cannot connect to {origin.key}: {exc}",
+                               origin=origin.key) from exc
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _resolve(self, origin: Origin) -> list[Address]:
+        family = self.client.family
+        literal = literal_address(origin.host, origin.port, family)
+        if literal is not None:
+            if not literal:
+                raise ConnectError(f"{origin.host} is not an address of the requested family",
+                                   origin=origin.key)
+            return literal
+        key = (origin.host, origin.port, family)
+        cached = self._dns.get(key, self.loop.time())
+        if cached is not None:
+            return cached
+        lookup = self._lookups.get(key)
+        if lookup is None:  # concurrent look-ups of one name share this task
+            lookup = self._lookups[key] = self.loop.create_task(self._lookup(key, origin.key))
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, key: tuple[str, int, int], origin: str) -> list[Address]:
+        host, port, family = key
+        try:
+            infos = await self.loop.getaddrinfo(host, port, family=family,
+                                                type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConnectError(f"DNS look-up of {host!r} failed: {exc}", origin=origin) from exc
+        finally:
+            self._lookups.pop(key, None)
+        addresses: list[Address] = [(info[0], info[4]) for info in infos]
+        self._dns.put(key, addresses, self.loop.time())
+        return addresses
+
+    # -- expiry and closing ------------------------------------------------------------------
+    def _arm_expiry(self) -> None:
+        when = self.state.next_expiry()
+        if when is not None:
+            self._expiry_timer = self.loop.call_at(when, self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry_timer = None
+        actions = self.state.expire(self.loop.time())
+        if actions:
+            self.apply(actions)
+        self._arm_expiry()
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+
+    async def aclose(self) -> None:
+        """Fail waiters, close every connection and wait until their sockets are closed."""
+        self.apply(self.state.close_all())
+        if self.loop is None:
+            return
+        self._cancel_expiry()
+        for lookup in list(self._lookups.values()):
+            lookup.cancel()
+        pending: list[asyncio.Future[None] | asyncio.Task[None]] = []
+        for proto in list(self._live):
+            proto.close()
+            if proto.connect_task is not None and not proto.connect_task.done():
+                pending.append(proto.connect_task)
+            elif proto.transport is not None:
+                proto.lost = self.loop.create_future()
+                pending.append(proto.lost)
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+    def check_open(self) -> None:
+        if self.state.is_closed:
+            raise PoolClosed("the client is closed")

@@ -1,0 +1,237 @@
+"""What AsyncClient and Client share: configuration, request building and the verb methods.
+
+Building a request is pure computation, so it lives here once; each client adds only its I/O.
+The request head is assembled from bytes prepared ahead: one block per origin holding the Host
+line and the client's default headers, encoded the first time the origin is used.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import socket
+import sys
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from ._version import __version__
+from ._config import Limits, Timeout, TimeoutTypes
+from ._core.http11 import encode_request_head
+from ._exceptions import InvalidRequest, PoolClosed
+from ._headers import Headers, HeaderTypes, encode_header_pairs
+from ._models import Request, check_method
+from ._tls import VerifyTypes, check_verify
+from ._urls import URL, QueryParams, encode_params, parse_url
+
+__all__ = ["ClientBase", "RequestContent"]
+
+RequestContent = Any  # bytes | str | Iterable[bytes] | AsyncIterable[bytes]; checked at run time
+
+_DEFAULT_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"User-Agent", f"poolhttp/{__version__}".encode("ascii")),
+    (b"Accept", b"*/*"),
+]
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_INLINE_BODY_MAX = 16 * 1024  # smaller bodies go out in the same write as the head
+
+R = TypeVar("R")
+
+
+class ClientBase(Generic[R]):
+    """Configuration and request building shared by the async and the sync client."""
+
+    def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
+                 limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
+                 verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
+                 local_address: str | None = None) -> None:
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a poolhttp.Limits, not {type(limits).__name__}")
+        if family not in (0, socket.AF_INET, socket.AF_INET6):
+            raise ValueError(f"family must be 0, socket.AF_INET or socket.AF_INET6, not {family!r}")
+        if isinstance(dns_ttl, bool) or not isinstance(dns_ttl, (int, float)) or dns_ttl < 0:
+            raise ValueError(f"dns_ttl must be a number of seconds >= 0, not {dns_ttl!r}")
+        if local_address is not None and not isinstance(local_address, str):
+            raise TypeError(f"local_address must be an IP address string, not "
+                            f"{type(local_address).__name__}")
+        self.base_url = URL(base_url) if base_url is not None else None
+        self.limits = limits
+        self.timeout = Timeout.coerce(timeout)
+        self.verify = check_verify(verify)
+        self.dns_ttl = float(dns_ttl)
+        self.family = family
+        self.local_address = local_address
+        user = encode_header_pairs(headers)
+        overridden = {name.lower() for name, _ in user}
+        self._headers = Headers.from_raw(
+            [p for p in _DEFAULT_HEADERS if p[0].lower() not in overridden] + user)
+        self._blocks: dict[str, bytes] = {}
+        self._blocks_for: list[tuple[bytes, bytes]] = self._headers.raw
+        self._default_names = {name.lower() for name, _ in self._headers.raw}
+        frame = sys._getframe(2) if hasattr(sys, "_getframe") else None
+        self._created_at = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
+
+    # -- configuration views -------------------------------------------------------------
+    @property
+    def headers(self) -> Headers:
+        """The default headers sent with every request; edit them in place or assign."""
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: HeaderTypes) -> None:
+        self._headers = Headers(value)
+
+    # -- the verbs -----------------------------------------------------------------------
+    def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
+                headers: HeaderTypes | None = None, content: RequestContent = None,
+                data: Mapping[str, Any] | None = None, json: Any = None,
+                timeout: TimeoutTypes | Timeout = None) -> R:
+        raise NotImplementedError
+
+    def get(self, url: str | URL, *, params: QueryParams | None = None,
+            headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
+        return self.request("GET", url, params=params, headers=headers, timeout=timeout)
+
+    def head(self, url: str | URL, *, params: QueryParams | None = None,
+             headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
+        return self.request("HEAD", url, params=params, headers=headers, timeout=timeout)
+
+    def options(self, url: str | URL, *, params: QueryParams | None = None,
+                headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
+        return self.request("OPTIONS", url, params=params, headers=headers, timeout=timeout)
+
+    def delete(self, url: str | URL, *, params: QueryParams | None = None,
+               headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
+        return self.request("DELETE", url, params=params, headers=headers, timeout=timeout)
+
+    def post(self, url: str | URL, *, params: QueryParams | None = None,
+             headers: HeaderTypes | None = None, content: RequestContent = None,
+             data: Mapping[str, Any] | None = None, json: Any = None,
+             timeout: TimeoutTypes = None) -> R:
+        return self.request("POST", url, params=params, headers=headers, content=content,
+                            data=data, json=json, timeout=timeout)
+
+    def put(self, url: str | URL, *, params: QueryParams | None = None,
+            headers: HeaderTypes | None = None, content: RequestContent = None,
+            data: Mapping[str, Any] | None = None, json: Any = None,
+            timeout: TimeoutTypes = None) -> R:
+        return self.request("PUT", url, params=params, headers=headers, content=content,
+                            data=data, json=json, timeout=timeout)
+
+    def patch(self, url: str | URL, *, params: QueryParams | None = None,
+              headers: HeaderTypes | None = None, content: RequestContent = None,
+              data: Mapping[str, Any] | None = None, json: Any = None,
+              timeout: TimeoutTypes = None) -> R:
+        return self.request("PATCH", url, params=params, headers=headers, content=content,
+                            data=data, json=json, timeout=timeout)
+
+    # -- building ------------------------------------------------------------------------
+    def _resolve_timeout(self, timeout: TimeoutTypes) -> Timeout:
+        return self.timeout if timeout is None else Timeout.coerce(timeout)
+
+    def _build(self, method: str, url: str | URL, params: QueryParams | None,
+               headers: HeaderTypes | None, content: RequestContent,
+               data: Mapping[str, Any] | None, json: Any,
+               *, allow_async_body: bool) -> tuple[Request, bytes, bytes | None]:
+        """Validate the arguments and encode the request.
+
+        Returns the Request, the bytes to write first (head, and a small body), and a large
+        body to write after them (or None). A streamed body is on `request.stream`.
+        """
+        if method.__class__ is not str or method not in _METHODS_OK:
+            method = check_method(method)
+        if url.__class__ is str:
+            if self.base_url is not None and "://" not in url:  # type: ignore[operator]
+                target = self.base_url.join(url)  # type: ignore[arg-type]
+            else:
+                target = parse_url(url)  # type: ignore[arg-type]
+        elif isinstance(url, URL):
+            target = url
+        else:
+            raise InvalidRequest(f"url must be a str or poolhttp.URL, not {type(url).__name__}")
+        if params:
+            target = target.copy_with_params(params)
+        extra = encode_header_pairs(headers) if headers else []
+        body, stream, content_type = _encode_body(content, data, json, allow_async_body)
+        if content_type is not None and not any(n.lower() == b"content-type" for n, _ in extra):
+            extra.append((b"Content-Type", content_type))
+        request = Request.build(method, target, extra, self._headers.raw, body, stream)
+        if stream is not None:
+            length: int | None = None
+        elif body is not None:
+            length = len(body)
+        else:
+            length = 0 if method in _METHODS_WITH_BODY else -1
+        head = encode_request_head(method, target.target, self._header_block(target, extra),
+                                   extra, length)
+        if body is not None and length is not None and length <= _INLINE_BODY_MAX:
+            return request, head + body, None
+        return request, head, body
+
+    def _header_block(self, url: URL, extra: list[tuple[bytes, bytes]]) -> bytes:
+        """Host line plus default headers, pre-encoded per origin, minus names `extra` sets."""
+        raw = self._headers.raw
+        if raw is not self._blocks_for:  # the default headers were edited: start over
+            self._blocks.clear()
+            self._blocks_for = raw
+            self._default_names = {name.lower() for name, _ in raw}
+        if extra:
+            names = {name.lower() for name, _ in extra}
+            if names & self._default_names or b"host" in names:
+                return _encode_block(url, [p for p in raw if p[0].lower() not in names],
+                                     with_host=b"host" not in names)
+        key = url.origin.key
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) > 4096:
+                self._blocks.clear()
+            block = self._blocks[key] = _encode_block(url, raw, with_host=True)
+        return block
+
+    def _closed_error(self) -> PoolClosed:
+        return PoolClosed(f"this {type(self).__name__} is closed; create a new one "
+                          f"(it was created at {self._created_at})")
+
+
+_METHODS_OK = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _encode_block(url: URL, pairs: list[tuple[bytes, bytes]], *, with_host: bool) -> bytes:
+    lines = [b"Host: " + url.origin.host_header.encode("ascii") + b"\r\n"] if with_host else []
+    lines += [name + b": " + value + b"\r\n" for name, value in pairs]
+    return b"".join(lines)
+
+
+def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: Any,
+                 allow_async: bool) -> tuple[bytes | None, Any, bytes | None]:
+    """(body bytes, streamed body, Content-Type) from the content=/data=/json= arguments."""
+    given = [name for name, value in (("content", content), ("data", data), ("json", json))
+             if value is not None]
+    if len(given) > 1:
+        raise InvalidRequest(f"pass only one of content=, data= and json= (got {given})")
+    if json is not None:
+        try:
+            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"),
+                                 allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"json= is not JSON-serialisable: {exc}") from exc
+        return body, None, b"application/json"
+    if data is not None:
+        if not isinstance(data, Mapping):
+            raise InvalidRequest(f"data= must be a mapping of form fields, not "
+                                 f"{type(data).__name__}; use content= for raw bytes")
+        return encode_params(data).encode("ascii"), None, b"application/x-www-form-urlencoded"
+    if content is None:
+        return None, None, None
+    if isinstance(content, bytes):
+        return content, None, None
+    if isinstance(content, (bytearray, memoryview)):
+        return bytes(content), None, None
+    if isinstance(content, str):
+        return content.encode("utf-8"), None, b"text/plain; charset=utf-8"
+    if isinstance(content, AsyncIterable):
+        if not allow_async:
+            raise InvalidRequest("an async iterable body needs the AsyncClient")
+        return None, content, None
+    if isinstance(content, Iterable) and not isinstance(content, (Mapping, set, frozenset)):
+        return None, content, None
+    raise InvalidRequest(f"content= must be bytes, str or an iterable of bytes, not "
+                         f"{type(content).__name__} (use json= for JSON, data= for forms)")

@@ -1,0 +1,207 @@
+"""The single exception tree of poolhttp.
+
+    HTTPError                                   root of everything poolhttp raises
+    ├── TransportError                          the request did not get a complete response
+    │   ├── TimeoutException (also TimeoutError)
+    │   │   ├── ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout, TotalTimeout
+    │   ├── NetworkError (also OSError)
+    │   │   ├── ConnectError, ReadError, WriteError
+    │   │   └── ServerDisconnected            the peer closed before a response (ReadError)
+    │   └── ProtocolError
+    │       ├── LocalProtocolError            we were asked to send something invalid
+    │       └── RemoteProtocolError           the server sent something invalid
+    ├── InvalidURL, InvalidRequest (also ValueError), PoolClosed (also RuntimeError)
+    ├── HTTPStatusError                         from Response.raise_for_status()
+    └── TooManyRedirects, RetryError
+
+Network errors are also `OSError` and timeouts also `TimeoutError`, so `except OSError` and
+`except TimeoutError` clauses written for sockets keep working. Errors coming out of httptools,
+`socket` and `ssl` are translated where they are caught and chained with `raise ... from exc`.
+Each exception carries structured fields (`origin`, and the limit or timeout that fired) next
+to a message that names them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import Request, Response
+
+__all__ = [
+    "ConnectError",
+    "ConnectTimeout",
+    "HTTPError",
+    "HTTPStatusError",
+    "InvalidRequest",
+    "InvalidURL",
+    "LocalProtocolError",
+    "NetworkError",
+    "PoolClosed",
+    "PoolTimeout",
+    "ProtocolError",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "RetryError",
+    "ServerDisconnected",
+    "TimeoutException",
+    "TooManyRedirects",
+    "TotalTimeout",
+    "TransportError",
+    "WriteError",
+    "WriteTimeout",
+]
+
+
+class HTTPError(Exception):
+    """Root of every exception poolhttp raises on purpose."""
+
+    #: The origin ("http://host:port") the failure concerns, when there is one.
+    origin: str | None = None
+
+    def __init__(self, message: str, *, origin: str | None = None) -> None:
+        super().__init__(message)
+        self.origin = origin
+
+
+class TransportError(HTTPError):
+    """The request could not be completed: time-out, network failure or protocol violation."""
+
+
+class TimeoutException(TransportError, TimeoutError):
+    """A time-out fired. `timeout` is the limit in seconds that fired."""
+
+    #: Which phase the limit belongs to: "connect", "read", "write", "pool" or "total".
+    phase: str = ""
+
+    def __init__(self, message: str, *, origin: str | None = None,
+                 timeout: float | None = None) -> None:
+        super().__init__(message, origin=origin)
+        self.timeout = timeout
+
+
+class ConnectTimeout(TimeoutException):
+    """No TCP (and TLS) connection to the origin within `Timeout.connect`."""
+
+    phase = "connect"
+
+
+class ReadTimeout(TimeoutException):
+    """The server sent nothing for `Timeout.read` seconds while a response was expected."""
+
+    phase = "read"
+
+
+class WriteTimeout(TimeoutException):
+    """The server accepted no request bytes for `Timeout.write` seconds."""
+
+    phase = "write"
+
+
+class PoolTimeout(TimeoutException):
+    """No connection became available within `Timeout.pool`: the pool's limits were reached."""
+
+    phase = "pool"
+
+
+class TotalTimeout(TimeoutException):
+    """The whole exchange, body included, took longer than `Timeout.total`."""
+
+    phase = "total"
+
+
+class NetworkError(TransportError, OSError):
+    """A socket-level failure: refused, reset, unreachable, closed."""
+
+    def __init__(self, message: str, *, origin: str | None = None) -> None:
+        # OSError's constructor takes (errno, strerror); keep it a plain message.
+        HTTPError.__init__(self, message, origin=origin)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConnectError(NetworkError):
+    """The TCP connection or TLS handshake to the origin failed."""
+
+
+class ReadError(NetworkError):
+    """Receiving the response failed."""
+
+
+class WriteError(NetworkError):
+    """Sending the request failed."""
+
+
+class ServerDisconnected(ReadError):
+    """The server closed the connection before a complete response arrived.
+
+    `request_sent` says whether the request reached the socket; `response_started` whether any
+    byte of a response arrived. When neither a byte arrived nor the request was known to be
+    idempotent, the request may or may not have been processed by the server.
+    """
+
+    def __init__(self, message: str, *, origin: str | None = None,
+                 request_sent: bool = True, response_started: bool = False) -> None:
+        super().__init__(message, origin=origin)
+        self.request_sent = request_sent
+        self.response_started = response_started
+
+
+class ProtocolError(TransportError):
+    """The HTTP exchange broke the protocol's rules."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to send something HTTP does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The server sent something HTTP does not allow (`reason` names the rule it broke)."""
+
+    def __init__(self, message: str, *, origin: str | None = None, reason: str = "") -> None:
+        super().__init__(message, origin=origin)
+        self.reason = reason
+
+
+class InvalidURL(HTTPError, ValueError):
+    """A URL poolhttp cannot send a request to (no scheme or host, bad characters, ...)."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class InvalidRequest(HTTPError, ValueError):
+    """A request argument poolhttp cannot send: bad header, method or body type."""
+
+
+class PoolClosed(HTTPError, RuntimeError):
+    """The client was closed; it takes no more requests."""
+
+
+class HTTPStatusError(HTTPError):
+    """Raised by `Response.raise_for_status()` for 4xx and 5xx responses."""
+
+    def __init__(self, message: str, *, request: Request, response: Response) -> None:
+        super().__init__(message, origin=str(request.url.origin))
+        self.request = request
+        self.response = response
+
+
+class TooManyRedirects(HTTPError):
+    """More redirects than allowed were followed."""
+
+
+class RetryError(HTTPError):
+    """Every attempt the retry policy allowed failed; `errors` holds each attempt's error."""
+
+    def __init__(self, message: str, *, origin: str | None = None,
+                 errors: list[BaseException] | None = None) -> None:
+        super().__init__(message, origin=origin)
+        self.errors = list(errors or [])
+
+    @property
+    def last_error(self) -> BaseException | None:
+        return self.errors[-1] if self.errors else None

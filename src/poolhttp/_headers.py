@@ -1,0 +1,167 @@
+"""Headers: case-insensitive, multi-valued, kept as the bytes that crossed the wire.
+
+Response headers arrive from the parser as a list of (name, value) bytes pairs. A `Headers`
+wraps that list without copying; the lower-cased index is built the first time a header is
+looked up, so a response whose headers nobody reads costs nothing to decode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Union
+
+from ._exceptions import InvalidRequest
+
+__all__ = ["Headers", "HeaderTypes", "encode_header_pairs"]
+
+HeaderTypes = Union[
+    "Headers",
+    Mapping[str, str],
+    Mapping[bytes, bytes],
+    Iterable[tuple[str, str]],
+    Iterable[tuple[bytes, bytes]],
+]
+
+# RFC 9110 token characters for names; values may hold visible ASCII, spaces, tabs and
+# obs-text, but never CR, LF or NUL (request smuggling / header injection).
+_NAME_OK = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE_BAD = re.compile(rb"[\x00\r\n]")
+
+
+def _to_bytes(value: str | bytes, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return value.encode("ascii")
+        except UnicodeEncodeError:
+            return value.encode("utf-8")
+    raise InvalidRequest(f"header {what} must be str or bytes, not {type(value).__name__}")
+
+
+def encode_header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:
+    """Validate user-supplied headers and return them as (name, value) bytes pairs.
+
+    Raises `InvalidRequest` naming the header for an empty or non-token name and for a value
+    holding CR, LF or NUL.
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, Headers):
+        return list(headers.raw)
+    items: Iterable[tuple[str | bytes, str | bytes]]
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise InvalidRequest(f"headers must be (name, value) pairs, got {item!r}") from None
+        raw_name = _to_bytes(name, "name").strip()
+        raw_value = _to_bytes(value, "value").strip(b" \t")
+        if not _NAME_OK.fullmatch(raw_name):
+            raise InvalidRequest(f"invalid header name {name!r}")
+        if _VALUE_BAD.search(raw_value):
+            raise InvalidRequest(f"header {name!r} has a CR, LF or NUL in its value")
+        pairs.append((raw_name, raw_value))
+    return pairs
+
+
+class Headers(MutableMapping[str, str]):
+    """Case-insensitive, multi-valued HTTP headers.
+
+    `headers["name"]` joins repeated values with ", "; `get_list("name")` returns each one.
+    Iteration yields lower-cased names, once each.
+
+    >>> h = Headers([("Set-Cookie", "a=1"), ("set-cookie", "b=2"), ("Content-Type", "text/html")])
+    >>> h["content-type"], h.get_list("SET-COOKIE")
+    ('text/html', ['a=1', 'b=2'])
+    """
+
+    __slots__ = ("_index", "raw")
+
+    def __init__(self, headers: HeaderTypes | None = None) -> None:
+        #: The (name, value) bytes pairs, in order, as sent or received.
+        self.raw: list[tuple[bytes, bytes]] = encode_header_pairs(headers)
+        self._index: dict[str, list[str]] | None = None
+
+    @classmethod
+    def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
+        """Wrap parser output without validation (the parser already enforced the grammar)."""
+        headers = cls.__new__(cls)
+        headers.raw = raw
+        headers._index = None
+        return headers
+
+    def _build_index(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for name, value in self.raw:
+            index.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        self._index = index
+        return index
+
+    def get_list(self, name: str) -> list[str]:
+        """Every value of `name`, in order; [] when absent."""
+        index = self._index if self._index is not None else self._build_index()
+        return list(index.get(name.lower(), ()))
+
+    def __getitem__(self, name: str) -> str:
+        index = self._index if self._index is not None else self._build_index()
+        try:
+            return ", ".join(index[name.lower()])
+        except KeyError:
+            raise KeyError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        index = self._index if self._index is not None else self._build_index()
+        return name.lower() in index
+
+    def __setitem__(self, name: str, value: str) -> None:
+        """Replace every value of `name` with `value`."""
+        pair = encode_header_pairs([(name, value)])[0]
+        lowered = pair[0].lower()
+        self.raw = [p for p in self.raw if p[0].lower() != lowered] + [pair]
+        self._index = None
+
+    def add(self, name: str, value: str) -> None:
+        """Append a value, keeping any that `name` already has."""
+        self.raw = [*self.raw, encode_header_pairs([(name, value)])[0]]
+        self._index = None
+
+    def __delitem__(self, name: str) -> None:
+        lowered = name.lower().encode("latin-1")
+        kept = [p for p in self.raw if p[0].lower() != lowered]
+        if len(kept) == len(self.raw):
+            raise KeyError(name)
+        self.raw = kept
+        self._index = None
+
+    def __iter__(self) -> Iterator[str]:
+        index = self._index if self._index is not None else self._build_index()
+        return iter(index)
+
+    def __len__(self) -> int:
+        index = self._index if self._index is not None else self._build_index()
+        return len(index)
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair in order, names lower-cased, repeats kept."""
+        return [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.raw]
+
+    def copy(self) -> Headers:
+        return Headers.from_raw(list(self.raw))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return sorted(self.multi_items()) == sorted(other.multi_items())
+        if isinstance(other, Mapping):
+            return dict(self.items()) == {str(k).lower(): v for k, v in other.items()}
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Headers({self.multi_items()!r})"

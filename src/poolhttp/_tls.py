@@ -1,0 +1,62 @@
+"""TLS contexts: built lazily, once per process for the default settings.
+
+Loading the CA bundle costs milliseconds and memory, so every client with `verify=True` shares
+one context, built the first time any of them opens an https connection. A plain-http client
+never builds one.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from typing import Union
+
+__all__ = ["VerifyTypes", "tls_context"]
+
+VerifyTypes = Union[bool, str, ssl.SSLContext]
+
+_lock = threading.Lock()
+_shared: dict[Union[bool, str], ssl.SSLContext] = {}
+
+
+def _build(verify: Union[bool, str]) -> ssl.SSLContext:
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif verify is True:
+        context = ssl.create_default_context()
+    elif os.path.isdir(verify):
+        context = ssl.create_default_context(capath=verify)
+    else:
+        context = ssl.create_default_context(cafile=verify)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def tls_context(verify: VerifyTypes) -> ssl.SSLContext:
+    """The context for `verify`: True (system CAs), False (no checks), a CA bundle path, or
+    a ready `ssl.SSLContext` used as it is."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = _shared.get(verify)
+    if context is None:
+        with _lock:
+            context = _shared.get(verify)
+            if context is None:
+                context = _shared[verify] = _build(verify)
+    return context
+
+
+def check_verify(verify: object) -> VerifyTypes:
+    """Validate the `verify=` argument at client construction (clear errors, no I/O)."""
+    if isinstance(verify, (bool, ssl.SSLContext)):
+        return verify
+    if isinstance(verify, str):
+        if not os.path.exists(verify):
+            raise FileNotFoundError(f"verify={verify!r}: no such CA bundle file or directory")
+        return verify
+    raise TypeError(f"verify must be a bool, a CA bundle path or an ssl.SSLContext, "
+                    f"not {type(verify).__name__}")

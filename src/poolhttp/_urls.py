@@ -1,0 +1,250 @@
+"""URL and Origin: parsed once, validated once, cached.
+
+A URL string seen before costs one dict look-up: the parsed `URL` (with its `Origin` and the
+request-target bytes) is kept in a bounded cache. The pool keys connections by `Origin.key`, a
+plain string such as "http://127.0.0.1:8080", whose hash Python caches inside the string.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from typing import Union
+from urllib.parse import quote, urlencode, urlsplit
+
+from ._exceptions import InvalidURL
+
+__all__ = ["URL", "Origin", "QueryParams"]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# Characters left as they are in a path / query; everything else outside printable ASCII, and
+# spaces, is percent-encoded the way browsers do. Existing %XX escapes are kept.
+_PATH_SAFE = "/:@!$&'()*+,;=%-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=%\-._~?]")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL and other controls: header injection
+_HOST_OK = re.compile(r"[A-Za-z0-9.\-_]+")
+
+QueryParamValue = Union[str, int, float, bool, None]
+QueryParams = Union[
+    Mapping[str, Union[QueryParamValue, Sequence[QueryParamValue]]],
+    Sequence[tuple[str, QueryParamValue]],
+    str,
+    bytes,
+]
+
+
+class Origin:
+    """(scheme, host, port): what a pooled connection is bound to.
+
+    `key` is the canonical string form, "scheme://host:port" with the port always given and IPv6
+    hosts in brackets; it is what `PoolStats.per_host` is keyed by.
+    """
+
+    __slots__ = ("host", "host_header", "is_tls", "key", "port", "scheme")
+
+    def __init__(self, scheme: str, host: str, port: int) -> None:
+        self.scheme = scheme
+        self.host = host  # IPv6 literals without brackets, as socket functions want them
+        self.port = port
+        self.is_tls = scheme == "https"
+        netloc = f"[{host}]" if ":" in host else host
+        self.key = f"{scheme}://{netloc}:{port}"
+        default = DEFAULT_PORTS[scheme] == port
+        self.host_header = netloc if default else f"{netloc}:{port}"
+
+    def __str__(self) -> str:
+        return self.key
+
+    def __repr__(self) -> str:
+        return f"Origin({self.key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Origin) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+class URL:
+    """An absolute http(s) URL, validated and normalised for sending.
+
+    >>> u = URL("http://example.com:8080/a b?q=1#frag")
+    >>> u.host, u.port, u.target
+    ('example.com', 8080, b'/a%20b?q=1')
+    >>> str(u.origin)
+    'http://example.com:8080'
+    """
+
+    __slots__ = ("_str", "fragment", "origin", "path", "query", "target", "userinfo")
+
+    def __init__(self, url: str | URL) -> None:
+        if isinstance(url, URL):
+            for name in URL.__slots__:
+                setattr(self, name, getattr(url, name))
+            return
+        if not isinstance(url, str):
+            raise InvalidURL(f"a URL must be a str, not {type(url).__name__}", url=repr(url))
+        _parse_into(self, url)
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return self.origin.scheme
+
+    @property
+    def host(self) -> str:
+        return self.origin.host
+
+    @property
+    def port(self) -> int:
+        return self.origin.port
+
+    @property
+    def raw_path(self) -> str:
+        """Path plus query, as sent on the request line."""
+        return self.target.decode("ascii")
+
+    def copy_with_params(self, params: QueryParams | None) -> URL:
+        """This URL with `params` appended to its query string."""
+        if not params:
+            return self
+        extra = encode_params(params)
+        query = f"{self.query}&{extra}" if self.query else extra
+        base = str(self).split("#", 1)[0].split("?", 1)[0]
+        return URL(f"{base}?{query}")
+
+    def join(self, url: str) -> URL:
+        """Resolve `url` against this URL the way `base_url` does (see AsyncClient)."""
+        if _SCHEME_RE.match(url):
+            return URL(url)
+        base = f"{self.origin.scheme}://{self._netloc()}{self.path.rstrip('/')}"
+        if url and not url.startswith(("/", "?")):
+            url = "/" + url
+        return URL(base + url)
+
+    def _netloc(self) -> str:
+        host = self.origin.host_header
+        return f"{self.userinfo}@{host}" if self.userinfo else host
+
+    def __str__(self) -> str:
+        return self._str
+
+    def __repr__(self) -> str:
+        return f"URL({self._str!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, URL):
+            return other._str == self._str
+        if isinstance(other, str):
+            return other == self._str
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._str)
+
+
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def _parse_into(url: URL, text: str) -> None:
+    if _FORBIDDEN.search(text):
+        raise InvalidURL(f"URL contains a control character (CR, LF, NUL, ...): {text!r}",
+                         url=text)
+    if not _SCHEME_RE.match(text):
+        raise InvalidURL(f"URL has no scheme (expected http:// or https://): {text!r}", url=text)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"invalid URL {text!r}: {exc}", url=text) from exc
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise InvalidURL(f"unsupported URL scheme {scheme!r} in {text!r} "
+                         "(poolhttp speaks http and https)", url=text)
+    host = _normalise_host(parts.hostname or "", text)
+    origin = _intern_origin(scheme, host, port if port is not None else DEFAULT_PORTS[scheme])
+    path = parts.path or "/"
+    if _NEEDS_QUOTING.search(path):
+        path = quote(path, safe=_PATH_SAFE)
+    query = parts.query
+    if query and _NEEDS_QUOTING.search(query):
+        query = quote(query, safe=_QUERY_SAFE)
+    url.origin = origin
+    url.path = path
+    url.query = query
+    url.fragment = parts.fragment
+    netloc = parts.netloc
+    url.userinfo = netloc.rpartition("@")[0] if "@" in netloc else ""
+    target = f"{path}?{query}" if query else path
+    url.target = target.encode("ascii")
+    userinfo = f"{url.userinfo}@" if url.userinfo else ""
+    frag = f"#{parts.fragment}" if parts.fragment else ""
+    url._str = f"{scheme}://{userinfo}{origin.host_header}{target}{frag}"
+
+
+def _normalise_host(host: str, text: str) -> str:
+    if not host:
+        raise InvalidURL(f"URL has no host: {text!r}", url=text)
+    if ":" in host:  # urlsplit already removed the brackets of an IPv6 literal
+        try:
+            return str(ipaddress.IPv6Address(host.split("%", 1)[0])) + (
+                "%" + host.split("%", 1)[1] if "%" in host else "")
+        except ValueError as exc:
+            raise InvalidURL(f"invalid IPv6 address in URL {text!r}", url=text) from exc
+    if _HOST_OK.fullmatch(host):
+        return host.lower()
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise InvalidURL(f"invalid host name {host!r} in URL {text!r}", url=text) from exc
+
+
+_ORIGINS: dict[tuple[str, str, int], Origin] = {}
+
+
+def _intern_origin(scheme: str, host: str, port: int) -> Origin:
+    """One Origin object per distinct origin while the table is small (bounded)."""
+    key = (scheme, host, port)
+    origin = _ORIGINS.get(key)
+    if origin is None:
+        if len(_ORIGINS) >= 4096:
+            _ORIGINS.clear()
+        origin = _ORIGINS[key] = Origin(scheme, host, port)
+    return origin
+
+
+_URL_CACHE: dict[str, URL] = {}
+_URL_CACHE_MAX = 2048
+
+
+def parse_url(text: str) -> URL:
+    """`URL(text)`, cached: the hot path for clients that call the same URLs again and again."""
+    url = _URL_CACHE.get(text)
+    if url is None:
+        url = URL(text)
+        if len(_URL_CACHE) >= _URL_CACHE_MAX:
+            _URL_CACHE.clear()  # simpler and cheaper than LRU; a bulk crawl just misses
+        _URL_CACHE[text] = url
+    return url
+
+
+def encode_params(params: QueryParams) -> str:
+    """Encode query parameters; None values are dropped, sequences repeat the key."""
+    if isinstance(params, bytes):
+        return params.decode("ascii")
+    if isinstance(params, str):
+        return params.lstrip("?")
+    items = params.items() if isinstance(params, Mapping) else params
+    pairs: list[tuple[str, str]] = []
+    for key, value in items:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            pairs.append((str(key), str(item)))
+    return urlencode(pairs)
