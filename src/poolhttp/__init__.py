@@ -38,12 +38,14 @@ from ._exceptions import (
 )
 from ._headers import Headers
 from ._models import Request, Response, ResponseNotRead, StreamConsumed
+from ._sync.client import Client
 from ._urls import URL, Origin
 from ._version import __version__
 
 __all__ = [
     "URL",
     "AsyncClient",
+    "Client",
     "ConnectError",
     "ConnectTimeout",
     "HTTPError",
@@ -68,6 +70,7 @@ __all__ = [
     "RetryError",
     "ServerDisconnected",
     "StreamConsumed",
+    "Timeout",
     "TimeoutException",
     "TooManyRedirects",
     "TotalTimeout",

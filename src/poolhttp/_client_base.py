@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from ._version import __version__
 from ._config import Limits, Timeout, TimeoutTypes
 from ._core.http11 import encode_request_head
 from ._exceptions import InvalidRequest, PoolClosed
@@ -21,6 +20,7 @@ from ._headers import Headers, HeaderTypes, encode_header_pairs
 from ._models import Request, check_method
 from ._tls import VerifyTypes, check_verify
 from ._urls import URL, QueryParams, encode_params, parse_url
+from ._version import __version__
 
 __all__ = ["ClientBase", "RequestContent"]
 
@@ -138,11 +138,11 @@ class ClientBase(Generic[R]):
         """
         if method.__class__ is not str or method not in _METHODS_OK:
             method = check_method(method)
-        if url.__class__ is str:
-            if self.base_url is not None and "://" not in url:  # type: ignore[operator]
-                target = self.base_url.join(url)  # type: ignore[arg-type]
+        if isinstance(url, str):
+            if self.base_url is not None and "://" not in url:
+                target = self.base_url.join(url)
             else:
-                target = parse_url(url)  # type: ignore[arg-type]
+                target = parse_url(url)
         elif isinstance(url, URL):
             target = url
         else:

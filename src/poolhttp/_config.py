@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Union
 
 __all__ = ["Limits", "Timeout", "TimeoutTypes"]
 
@@ -52,8 +51,8 @@ class Limits:
       servers (60-75 s), so we usually close first instead of reusing a socket the server just
       dropped. A shorter `Keep-Alive: timeout=N` from the server wins.
 
-    >>> Limits(max_connections=10, max_connections_per_host=2)
-    Limits(max_connections=10, max_connections_per_host=2, max_keepalive_connections=10, keepalive_expiry=15.0)
+    >>> Limits(max_connections=10, max_connections_per_host=2).max_keepalive_connections
+    10
     """
 
     max_connections: int = 100
@@ -114,9 +113,9 @@ class Timeout:
     pool: float | None = field(default=30.0)
     total: float | None = field(default=None)
 
-    def __init__(self, default: float | None | _Unset = _UNSET, *,
-                 connect: float | None | _Unset = _UNSET, read: float | None | _Unset = _UNSET,
-                 write: float | None | _Unset = _UNSET, pool: float | None | _Unset = _UNSET,
+    def __init__(self, default: float | _Unset | None = _UNSET, *,
+                 connect: float | _Unset | None = _UNSET, read: float | _Unset | None = _UNSET,
+                 write: float | _Unset | None = _UNSET, pool: float | _Unset | None = _UNSET,
                  total: float | None = None) -> None:
         defaults = {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": 30.0}
         given = {"connect": connect, "read": read, "write": write, "pool": pool}
@@ -133,10 +132,10 @@ class Timeout:
         """Accept a `Timeout`, a number of seconds, or None (no limits at all)."""
         if isinstance(value, Timeout):
             return value
-        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
             return cls(value)
         raise TypeError(f"timeout must be a Timeout, a number of seconds or None, "
                         f"not {type(value).__name__}")
 
 
-TimeoutTypes = Union[Timeout, float, None]
+TimeoutTypes = Timeout | float | None

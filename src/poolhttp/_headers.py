@@ -13,7 +13,7 @@ from typing import Union
 
 from ._exceptions import InvalidRequest
 
-__all__ = ["Headers", "HeaderTypes", "encode_header_pairs"]
+__all__ = ["HeaderTypes", "Headers", "encode_header_pairs"]
 
 HeaderTypes = Union[
     "Headers",

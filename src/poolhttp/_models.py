@@ -12,7 +12,7 @@ from ._exceptions import HTTPError, HTTPStatusError, InvalidRequest
 from ._headers import Headers, HeaderTypes
 from ._urls import URL, Origin, parse_url
 
-__all__ = ["Request", "Response", "StreamConsumed", "ResponseNotRead"]
+__all__ = ["Request", "Response", "ResponseNotRead", "StreamConsumed"]
 
 
 class StreamConsumed(HTTPError, RuntimeError):
@@ -120,16 +120,20 @@ class Response:
     __slots__ = ("_content", "_elapsed", "_headers", "_raw_headers", "_stream", "_stream_used",
                  "http_version", "reason_phrase", "request", "status_code")
 
+    request: Request
+
     def __init__(self, status_code: int, *, headers: HeaderTypes | None = None,
                  content: bytes = b"", request: Request | None = None,
                  reason_phrase: str = "", http_version: str = "HTTP/1.1") -> None:
+        if request is None:
+            request = Request("GET", "http://localhost/")
         self.status_code = status_code
         self.reason_phrase = reason_phrase
         self.http_version = http_version
         self._headers: Headers | None = Headers(headers)
         self._raw_headers = self._headers.raw
         self._content: bytes | None = content
-        self.request = request  # type: ignore[assignment]
+        self.request = request
         self._elapsed = 0.0
         self._stream: AsyncResponseStream | SyncResponseStream | None = None
         self._stream_used = False
@@ -252,7 +256,7 @@ class Response:
         """Release the connection; it is discarded when the body was not read to the end."""
         stream, self._stream = self._stream, None
         if stream is not None:
-            await stream.aclose()  # type: ignore[union-attr]
+            await stream.aclose()  # type: ignore[union-attr]  # _async_stream() checked it
 
     def _async_stream(self) -> AsyncResponseStream:
         stream = self._stream
@@ -294,7 +298,7 @@ class Response:
         """Release the connection; it is discarded when the body was not read to the end."""
         stream, self._stream = self._stream, None
         if stream is not None:
-            stream.close()  # type: ignore[union-attr]
+            stream.close()  # type: ignore[union-attr]  # _sync_stream() checked it
 
     def _sync_stream(self) -> SyncResponseStream:
         stream = self._stream
@@ -302,7 +306,7 @@ class Response:
             raise StreamConsumed("the body was already read or the response was closed")
         if not hasattr(stream, "close") or hasattr(stream, "aclose"):
             raise TypeError("this response belongs to an AsyncClient: use aiter_bytes()/aread()")
-        return stream  # type: ignore[return-value]
+        return stream
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code} {self.reason_phrase}]>"

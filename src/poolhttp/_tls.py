@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-from typing import Union
 
 __all__ = ["VerifyTypes", "tls_context"]
 
-VerifyTypes = Union[bool, str, ssl.SSLContext]
+VerifyTypes = bool | str | ssl.SSLContext
 
 _lock = threading.Lock()
-_shared: dict[Union[bool, str], ssl.SSLContext] = {}
+_shared: dict[bool | str, ssl.SSLContext] = {}
 
 
-def _build(verify: Union[bool, str]) -> ssl.SSLContext:
+def _build(verify: bool | str) -> ssl.SSLContext:
     if verify is False:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False

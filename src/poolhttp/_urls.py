@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from typing import Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._exceptions import InvalidURL
@@ -27,13 +26,13 @@ _NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=%\-._~?]")
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")  # CR, LF, NUL and other controls: header injection
 _HOST_OK = re.compile(r"[A-Za-z0-9.\-_]+")
 
-QueryParamValue = Union[str, int, float, bool, None]
-QueryParams = Union[
-    Mapping[str, Union[QueryParamValue, Sequence[QueryParamValue]]],
-    Sequence[tuple[str, QueryParamValue]],
-    str,
-    bytes,
-]
+QueryParamValue = str | int | float | bool | None
+QueryParams = (
+    Mapping[str, QueryParamValue | Sequence[QueryParamValue]]
+    | Sequence[tuple[str, QueryParamValue]]
+    | str
+    | bytes
+)
 
 
 class Origin:
@@ -79,6 +78,14 @@ class URL:
     """
 
     __slots__ = ("_str", "fragment", "origin", "path", "query", "target", "userinfo")
+
+    _str: str
+    fragment: str
+    origin: Origin
+    path: str
+    query: str
+    target: bytes  # the request-target sent on the request line: path and query, encoded
+    userinfo: str
 
     def __init__(self, url: str | URL) -> None:
         if isinstance(url, URL):
@@ -137,9 +144,9 @@ class URL:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, URL):
-            return other._str == self._str
+            return bool(other._str == self._str)
         if isinstance(other, str):
-            return other == self._str
+            return bool(other == self._str)
         return NotImplemented
 
     def __hash__(self) -> int:

@@ -15,6 +15,7 @@ from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._tls import VerifyTypes
 from .._urls import URL, QueryParams
+from .connection import AsyncConnection
 from .pool import AsyncPool
 
 __all__ = ["AsyncClient"]
@@ -87,7 +88,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             conn = pool.state.checkout(origin.key, started)
             if conn is None:
                 conn = await pool.acquire(origin, timeout, deadline)
-            proto = conn.io
+            proto: AsyncConnection = conn.io
             if not proto.closing:
                 break
             pool.release(conn, False, None)  # its transport went away before we could use it

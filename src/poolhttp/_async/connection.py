@@ -81,7 +81,8 @@ class AsyncConnection(asyncio.Protocol):
              started: float) -> asyncio.Future[Response]:
         """Write the request; the future resolves with the Response (its head, if `stream`)."""
         transport = self.transport
-        assert transport is not None and not self._active
+        assert transport is not None
+        assert not self._active
         future: asyncio.Future[Response] = self._loop.create_future()
         self._active = True
         self._future = future
@@ -195,7 +196,8 @@ class AsyncConnection(asyncio.Protocol):
         self._headers = headers
         if self._streaming:
             future, self._future = self._future, None
-            assert future is not None and self._request is not None
+            assert future is not None
+            assert self._request is not None
             stream = self._stream = AsyncBodyStream(self)
             response = Response.from_wire(
                 status, reason, _VERSIONS.get(self._reader.http_version, "HTTP/1.1"), headers,
@@ -221,10 +223,11 @@ class AsyncConnection(asyncio.Protocol):
         self._active = False
         if self._write_paused or not self.request_sent:
             keep_alive = False  # the server answered before taking the whole request
-        self._pool.release(self.conn, keep_alive, keepalive)
         if stream is not None:
-            stream.end()
+            stream.end()  # first: once released, the connection may serve someone else
+            self._pool.release(self.conn, keep_alive, keepalive)
             return
+        self._pool.release(self.conn, keep_alive, keepalive)
         if future is not None and not future.done():
             chunks = self._chunks
             assert request is not None

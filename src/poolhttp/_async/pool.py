@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._core.dns import Address, DnsCache, literal_address
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
@@ -47,7 +47,7 @@ class AsyncTicket(Ticket):
 class AsyncPool:
     """Connections of one AsyncClient, bound to one event loop."""
 
-    def __init__(self, client: ClientBase[object]) -> None:
+    def __init__(self, client: ClientBase[Any]) -> None:
         self.client = client
         self.state = PoolState(client.limits)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
@@ -131,7 +131,7 @@ class AsyncPool:
                 if not future.done():
                     future.set_result(action.conn)  # type: ignore[union-attr]
             elif kind is Close:
-                io = action.conn.io
+                io = action.conn.io  # type: ignore[union-attr]
                 if io is not None:
                     io.close()
             elif kind is Open:

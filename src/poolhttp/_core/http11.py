@@ -59,9 +59,23 @@ class _Stop(Exception):
 class ResponseReader:
     """Parses the responses of one connection; see the module docstring."""
 
-    __slots__ = ("_complete", "_head_bytes", "_head_buffer", "_headers", "_interim", "_is_head",
-                 "_keep_alive", "_max_header_bytes", "_max_headers", "_parser", "_reason",
-                 "_sink", "_status", "origin", "state")
+    __slots__ = (
+        "_complete",
+        "_head_buffer",
+        "_head_bytes",
+        "_headers",
+        "_interim",
+        "_is_head",
+        "_keep_alive",
+        "_max_header_bytes",
+        "_max_headers",
+        "_parser",
+        "_reason",
+        "_sink",
+        "_status",
+        "origin",
+        "state",
+    )
 
     def __init__(self, sink: ResponseSink, origin: str, *,
                  max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,

@@ -11,7 +11,7 @@ Inputs                                   Actions
   checkout(key, now)   fast path           Open(conn, ticket)   start connecting `conn`
   request(ticket, now)                     Close(conn)          close its transport
   connected(conn, now)                     Assign(ticket, conn) wake a waiter with `conn`
-  connect_failed(conn, error, now)         Fail(ticket, error)  wake a waiter with an error
+  connect_failed(conn, error|None, now)    Fail(ticket, error)  wake a waiter with an error
   released(conn, reusable, now, keepalive)
   discard(conn, now)   idle socket closed by the peer
   cancelled(ticket, now)
@@ -45,7 +45,7 @@ import heapq
 import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Final, Union
+from typing import Any, Final
 
 from .._config import Limits
 from .._exceptions import PoolClosed
@@ -186,7 +186,7 @@ class Fail:
         self.error = error
 
 
-Action = Union[Open, Close, Assign, Fail]
+Action = Open | Close | Assign | Fail
 NO_ACTIONS: Final[list[Action]] = []  # returned when there is nothing to do; never appended to
 
 
@@ -289,8 +289,10 @@ class PoolState:
         self._make_available(conn, now, actions)
         return actions
 
-    def connect_failed(self, conn: Conn, error: BaseException, now: float) -> list[Action]:
-        """Opening `conn` failed: the oldest waiter of its origin gets `error`."""
+    def connect_failed(self, conn: Conn, error: BaseException | None,
+                       now: float) -> list[Action]:
+        """Opening `conn` failed: the oldest waiter of its origin gets `error`. With `error`
+        None the connection was given up unopened; nobody fails and its slot is reused."""
         if conn.state is CLOSED:
             return NO_ACTIONS
         if conn.state is not CONNECTING:
@@ -299,8 +301,9 @@ class PoolState:
         host.n_connecting -= 1
         self._remove(conn)
         actions: list[Action] = []
-        ticket = self._pop_waiter(host)
+        ticket = self._pop_waiter(host) if error is not None else None
         if ticket is not None:
+            assert error is not None
             ticket.state = FAILED
             actions.append(Fail(ticket, error))
         self._slot_freed(host, now, actions)
@@ -443,7 +446,7 @@ class PoolState:
             live = [t for t in host.waiters if t.state is WAITING]
             _expect(len(live) == host.n_waiting,
                     f"{key}: n_waiting {host.n_waiting} != {len(live)} live tickets")
-            _expect(all(a.seq < b.seq for a, b in zip(live, live[1:])),
+            _expect(all(a.seq < b.seq for a, b in itertools.pairwise(live)),
                     f"{key}: waiters out of FIFO order")
             _expect(not (live and host.idle), f"{key}: idle connections while requests wait")
             _expect(all(c.state is IDLE and c in self._idle_lru for c in host.idle),

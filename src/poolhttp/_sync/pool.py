@@ -1,0 +1,334 @@
+"""The threaded driver of the pool core.
+
+One lock guards PoolState. Each input runs under it; waking a waiter (releasing its private
+lock) happens under it too, since that never blocks. Everything that can block -- connecting,
+resolving, closing sockets -- happens after it is released.
+
+A waiting thread sleeps on its own `threading.Lock`. When the core opens a connection for a
+waiter (`Open(conn, ticket)`), that waiter's thread dials it: the thread that caused the
+action (say, one releasing a connection) never pays for somebody else's connect. The dialled
+connection then goes to whoever is first in line, by the core's FIFO rule.
+
+After `os.fork()` the child gets a fresh pool: it never touches the parent's sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .._core.dns import Address, DnsCache, literal_address
+from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
+from .._exceptions import ConnectError, ConnectTimeout, HTTPError, PoolTimeout, TotalTimeout
+from .._tls import tls_context
+from .._urls import Origin
+from .connection import SyncConnection
+
+if TYPE_CHECKING:
+    from .._client_base import ClientBase
+    from .._config import Timeout
+
+__all__ = ["SyncPool"]
+
+
+class _Waiter:
+    """A sleeping request's wake-up call and mailbox; fields change under the pool lock."""
+
+    __slots__ = ("dials", "error", "lock", "woken")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.woken = False
+        self.dials: list[Conn] = []
+        self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        if not self.woken:
+            self.woken = True
+            self.lock.release()
+
+
+class SyncTicket(Ticket):
+    __slots__ = ("deadline", "origin", "timeout")
+
+    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None) -> None:
+        super().__init__(origin.key)
+        self.origin = origin
+        self.timeout = timeout
+        self.deadline = deadline
+        self.waiter = _Waiter()
+
+
+class _Lookup:
+    __slots__ = ("addresses", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.addresses: list[Address] = []
+        self.error: BaseException | None = None
+
+
+_POOLS: weakref.WeakSet[SyncPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_POOLS):
+        pool.reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SyncPool:
+    """Connections of one Client, shared by all its threads."""
+
+    def __init__(self, client: ClientBase[Any]) -> None:
+        self.client = client
+        self.lock = threading.Lock()
+        self.state = PoolState(client.limits)
+        self._dns = DnsCache(client.dns_ttl)
+        self._lookups: dict[tuple[str, int, int], _Lookup] = {}
+        _POOLS.add(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: drop the parent's connections without touching their sockets'
+        shared state (closing our copy of a descriptor does not close the parent's)."""
+        for conn in self.state.connections():
+            if conn.io is not None:
+                conn.io.close()
+        self.lock = threading.Lock()
+        self.state = PoolState(self.client.limits)
+        self._lookups = {}
+
+    # -- acquiring ---------------------------------------------------------------------------
+    def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None) -> Conn:
+        """A connection to `origin`, reused when an idle one is alive, else waited for."""
+        key = origin.key
+        while True:
+            with self.lock:
+                conn = self.state.checkout(key, time.monotonic())
+            if conn is None:
+                conn = self._wait(origin, timeout, deadline)
+            io: SyncConnection = conn.io
+            if conn.requests == 1 or io.is_reusable():
+                return conn
+            self.release(conn, False, None)  # closed by the server while idle: next one
+
+    def _wait(self, origin: Origin, timeout: Timeout, deadline: float | None) -> Conn:
+        """Queue for a connection. The waiter's lock works as a binary semaphore: `wake()`
+        releases it once, and only this thread takes it back, so no wake-up is ever lost."""
+        ticket = SyncTicket(origin, timeout, deadline)
+        now = time.monotonic()
+        limit = timeout.pool
+        end = now + limit if limit is not None else None
+        total_first = deadline is not None and (end is None or deadline < end)
+        if total_first:
+            end = deadline
+        waiter = ticket.waiter
+        with self.lock:
+            closes = self._apply(self.state.request(ticket, now), ticket)
+        self._close_all(closes)
+        if ticket.conn is not None:
+            return ticket.conn
+        while True:
+            while True:  # connections the core opened for us: we dial them
+                with self.lock:
+                    dials = self._take_dials(waiter)
+                if not dials:
+                    break
+                for conn in dials:
+                    self._dial(conn, ticket)
+            remaining = -1.0 if end is None else max(0.0, end - time.monotonic())
+            woke = waiter.lock.acquire(timeout=remaining)
+            with self.lock:
+                if not woke and waiter.woken:  # woken between the time-out and this lock
+                    woke = waiter.lock.acquire(blocking=False)
+                if woke:
+                    waiter.woken = False
+                    if ticket.conn is None and waiter.error is None:
+                        continue  # handed a connection to dial
+                    closes = self._hand_on_dials(waiter)
+                    error = waiter.error
+                else:  # timed out: leave the queue, hand on what we were to dial
+                    closes = self._apply(self.state.cancelled(ticket, time.monotonic()), None)
+                    closes += self._hand_on_dials(waiter)
+                    error = None
+            self._close_all(closes)
+            if ticket.conn is not None:
+                return ticket.conn
+            raise error if error is not None else self._timeout_error(ticket, total_first, limit)
+
+    def _hand_on_dials(self, waiter: _Waiter) -> list[Conn]:
+        """(Under the lock.) Return our undialled connections to the core, which opens them
+        for whoever still waits."""
+        closes: list[Conn] = []
+        for conn in self._take_dials(waiter):
+            closes += self._apply(self.state.connect_failed(conn, None, time.monotonic()), None)
+        return closes
+
+    def _take_dials(self, waiter: _Waiter) -> list[Conn]:
+        dials, waiter.dials = waiter.dials, []
+        return dials
+
+    def _timeout_error(self, ticket: SyncTicket, total_first: bool,
+                       limit: float | None) -> HTTPError:
+        if total_first:
+            return TotalTimeout(f"no connection to {ticket.key} before the total time-out",
+                                origin=ticket.key, timeout=ticket.timeout.total)
+        with self.lock:
+            stats = self.state.stats()
+        limits = self.state.limits
+        text = (f"max_connections={limits.max_connections}, {stats.active} active, "
+                f"{stats.connecting} connecting, {stats.waiting} waiting")
+        host = stats.per_host.get(ticket.key)
+        if limits.max_connections_per_host is not None and host is not None:
+            text += (f"; max_connections_per_host={limits.max_connections_per_host}, "
+                     f"{host.active} active to this origin")
+        return PoolTimeout(f"no connection to {ticket.key} within {limit:g}s ({text})",
+                           origin=ticket.key, timeout=limit)
+
+    # -- applying the core's actions (under the lock) ------------------------------------------
+    def _apply(self, actions: list[Action], me: SyncTicket | None) -> list[Conn]:
+        """Wake waiters and hand out dials; return the connections to close after unlocking."""
+        closes: list[Conn] = []
+        for action in actions:
+            kind = type(action)
+            if kind is Close:
+                closes.append(action.conn)  # type: ignore[union-attr]
+            elif kind is Assign:
+                action.ticket.waiter.wake()  # type: ignore[union-attr]
+            elif kind is Open:
+                waiter = action.ticket.waiter  # type: ignore[union-attr]
+                waiter.dials.append(action.conn)  # type: ignore[union-attr]
+                if action.ticket is not me:  # type: ignore[union-attr]
+                    waiter.wake()
+            else:
+                assert isinstance(action, Fail)
+                action.ticket.waiter.error = action.error
+                action.ticket.waiter.wake()
+        return closes
+
+    @staticmethod
+    def _close_all(conns: list[Conn]) -> None:
+        for conn in conns:
+            if conn.io is not None:
+                conn.io.close()
+
+    def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
+        with self.lock:
+            actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
+            closes = self._apply(actions, None) if actions else None
+        if closes:
+            self._close_all(closes)
+
+    # -- connecting --------------------------------------------------------------------------
+    def _dial(self, conn: Conn, ticket: SyncTicket) -> None:
+        """Connect `conn`, then report the outcome to the core (it picks who gets it)."""
+        origin = ticket.origin
+        timeout = ticket.timeout.connect
+        try:
+            sock = self._establish(origin, timeout, ticket.deadline)
+        except HTTPError as exc:
+            with self.lock:
+                closes = self._apply(self.state.connect_failed(conn, exc, time.monotonic()),
+                                     ticket)
+        else:
+            conn.io = SyncConnection(self, conn, origin.key, sock)
+            with self.lock:
+                closes = self._apply(self.state.connected(conn, time.monotonic()), ticket)
+        self._close_all(closes)
+
+    def _establish(self, origin: Origin, timeout: float | None,
+                   deadline: float | None) -> socket.socket:
+        start = time.monotonic()
+        end = None if timeout is None else start + timeout
+        if deadline is not None and (end is None or deadline < end):
+            end = deadline
+        addresses = self._resolve(origin, end)
+        errors: list[str] = []
+        for family, sockaddr in addresses:
+            remaining = None if end is None else end - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(remaining)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.client.local_address is not None:
+                    sock.bind((self.client.local_address, 0))
+                sock.connect(sockaddr)
+                if origin.is_tls:
+                    sock = self._handshake(sock, origin, end)
+                sock.settimeout(None)
+                return sock
+            except TimeoutError:
+                sock.close()
+                errors.append(f"{sockaddr[0]}: timed out")
+            except ssl.SSLCertVerificationError as exc:
+                sock.close()
+                raise ConnectError(f"TLS certificate of {origin.key} not trusted: "
+                                   f"{exc.verify_message}", origin=origin.key) from exc
+            except OSError as exc:
+                sock.close()
+                errors.append(f"{sockaddr[0]}: {exc.strerror or exc}")
+        if not errors or errors[-1].endswith("timed out"):
+            raise ConnectTimeout(f"no connection to {origin.key} within {timeout:g}s (connect "
+                                 "time-out)" if timeout is not None else
+                                 f"no connection to {origin.key} before the total time-out",
+                                 origin=origin.key, timeout=timeout)
+        raise ConnectError(f"cannot connect to {origin.key}: {'; '.join(errors)}",
+                           origin=origin.key)
+
+    def _handshake(self, sock: socket.socket, origin: Origin, end: float | None) -> socket.socket:
+        if end is not None:
+            sock.settimeout(max(0.001, end - time.monotonic()))
+        context = tls_context(self.client.verify)
+        return context.wrap_socket(sock, server_hostname=origin.host)
+
+    def _resolve(self, origin: Origin, end: float | None) -> list[Address]:
+        family = self.client.family
+        literal = literal_address(origin.host, origin.port, family)
+        if literal is not None:
+            if not literal:
+                raise ConnectError(f"{origin.host} is not an address of the requested family",
+                                   origin=origin.key)
+            return literal
+        key = (origin.host, origin.port, family)
+        with self.lock:
+            cached = self._dns.get(key, time.monotonic())
+            if cached is not None:
+                return cached
+            lookup = self._lookups.get(key)
+            owner = lookup is None
+            if lookup is None:  # concurrent look-ups of one name wait for this one
+                lookup = self._lookups[key] = _Lookup()
+        if owner:
+            try:
+                infos = socket.getaddrinfo(origin.host, origin.port, family, socket.SOCK_STREAM)
+                lookup.addresses = [(info[0], info[4]) for info in infos]
+            except OSError as exc:
+                lookup.error = ConnectError(f"DNS look-up of {origin.host!r} failed: {exc}",
+                                            origin=origin.key)
+            with self.lock:
+                self._lookups.pop(key, None)
+                self._dns.put(key, lookup.addresses, time.monotonic())
+            lookup.done.set()
+        elif not lookup.done.wait(None if end is None else max(0, end - time.monotonic())):
+            raise ConnectTimeout(f"DNS look-up of {origin.host!r} did not finish in time",
+                                 origin=origin.key)
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup.addresses
+
+    # -- closing -------------------------------------------------------------------------
+    def close(self) -> None:
+        with self.lock:
+            closes = self._apply(self.state.close_all(), None)
+        self._close_all(closes)

@@ -1,0 +1,207 @@
+"""Property tests of the pool core: random event sequences, invariants after every step.
+
+The state machine below plays the part of a driver. It keeps its own books of what the pool
+told it (which connections it asked to open, which it handed to which request, which it
+closed) and checks, after each step, that those books and the pool's agree and that no rule is
+broken: limits, FIFO order per origin, no idle connection while requests wait, no connection
+handed out twice or after it was closed.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from poolhttp import Limits
+from poolhttp._core.pool import (
+    ACTIVE,
+    CONNECTING,
+    IDLE,
+    WAITING,
+    Action,
+    Assign,
+    Close,
+    Conn,
+    Fail,
+    Open,
+    PoolState,
+    Ticket,
+)
+
+ORIGINS = ["http://a:80", "http://b:80", "http://c:80"]
+
+
+class PoolMachine(RuleBasedStateMachine):
+    @initialize(max_conn=st.integers(1, 5), per_host=st.one_of(st.none(), st.integers(1, 3)),
+                keepalive=st.one_of(st.none(), st.integers(0, 5)),
+                expiry=st.sampled_from([0.0, 5.0, 15.0]))
+    def setup(self, max_conn: int, per_host: int | None, keepalive: int | None,
+              expiry: float) -> None:
+        self.limits = Limits(max_connections=max_conn, max_connections_per_host=per_host,
+                             max_keepalive_connections=keepalive, keepalive_expiry=expiry)
+        self.pool = PoolState(self.limits)
+        self.now = 0.0
+        self.connecting: list[Conn] = []  # Open seen, outcome not yet reported
+        self.using: list[tuple[Ticket, Conn]] = []  # handed out, request running
+        self.waiting: list[Ticket] = []  # queued, in arrival order
+        self.closed: set[int] = set()  # conn ids the pool asked us to close
+        self.open_ids: set[int] = set()  # conn ids opened and not closed (the "server view")
+        self.open_by_origin: dict[str, int] = {}
+
+    # -- the fake driver -------------------------------------------------------------------
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Open):
+                assert action.ticket.state == WAITING, "Open for a ticket that does not wait"
+                assert action.conn.state == CONNECTING
+                self.connecting.append(action.conn)
+                self.open_ids.add(action.conn.id)
+                key = action.conn.key
+                self.open_by_origin[key] = self.open_by_origin.get(key, 0) + 1
+            elif isinstance(action, Assign):
+                ticket, conn = action.ticket, action.conn
+                assert conn.id not in self.closed, "a closed connection was handed out"
+                assert conn.state == ACTIVE
+                assert ticket.conn is conn
+                assert conn.key == ticket.key, "connection handed to another origin's request"
+                older = [t for t in self.waiting if t.key == ticket.key and t.seq < ticket.seq]
+                assert not older, f"FIFO broken: {ticket} served before {older}"
+                assert all(c is not conn for _, c in self.using), "connection handed out twice"
+                self.waiting.remove(ticket)
+                self.using.append((ticket, conn))
+            elif isinstance(action, Fail):
+                self.waiting.remove(action.ticket)
+            else:
+                assert isinstance(action, Close)
+                conn = action.conn
+                assert conn.id not in self.closed, "closed twice"
+                self.closed.add(conn.id)
+                self.open_ids.discard(conn.id)
+                self.open_by_origin[conn.key] -= 1
+                if conn in self.connecting:
+                    self.connecting.remove(conn)
+
+    # -- rules -------------------------------------------------------------------------------
+    @rule(origin=st.sampled_from(ORIGINS))
+    def request(self, origin: str) -> None:
+        conn = self.pool.checkout(origin, self.now)
+        if conn is not None:
+            assert not [t for t in self.waiting if t.key == origin], "checkout jumped the queue"
+            self.using.append((Ticket(origin), conn))
+            return
+        ticket = Ticket(origin)
+        actions = self.pool.request(ticket, self.now)
+        if ticket.conn is not None:
+            self.apply(actions)
+            self.using.append((ticket, ticket.conn))
+        else:
+            self.waiting.append(ticket)
+            self.apply(actions)
+
+    @precondition(lambda self: self.connecting)
+    @rule(index=st.integers(0, 100), outcome=st.sampled_from(["ok", "ok", "fail", "abandon"]))
+    def connect_outcome(self, index: int, outcome: str) -> None:
+        conn = self.connecting.pop(index % len(self.connecting))
+        if outcome == "ok":
+            self.apply(self.pool.connected(conn, self.now))
+        else:
+            self.closed.add(conn.id)
+            self.open_ids.discard(conn.id)
+            self.open_by_origin[conn.key] -= 1
+            error = OSError("refused") if outcome == "fail" else None
+            self.apply(self.pool.connect_failed(conn, error, self.now))
+
+    @precondition(lambda self: self.using)
+    @rule(index=st.integers(0, 100), reusable=st.booleans(),
+          keepalive=st.one_of(st.none(), st.floats(0, 20)))
+    def release(self, index: int, reusable: bool, keepalive: float | None) -> None:
+        _, conn = self.using.pop(index % len(self.using))
+        if not reusable:
+            self.closed.add(conn.id)
+            self.open_ids.discard(conn.id)
+            self.open_by_origin[conn.key] -= 1
+            actions = self.pool.released(conn, False, self.now, keepalive)
+            assert isinstance(actions[0], Close)
+            assert actions[0].conn is conn
+            self.closed.discard(conn.id)  # apply() below re-adds it when it sees the Close
+            self.open_ids.add(conn.id)
+            self.open_by_origin[conn.key] += 1
+            self.apply(actions)
+            return
+        self.apply(self.pool.released(conn, True, self.now, keepalive))
+
+    @precondition(lambda self: self.waiting)
+    @rule(index=st.integers(0, 100))
+    def cancel_waiting(self, index: int) -> None:
+        ticket = self.waiting.pop(index % len(self.waiting))
+        self.apply(self.pool.cancelled(ticket, self.now))
+
+    @precondition(lambda self: any(t.state != WAITING for t, _ in self.using if t.seq))
+    @rule(index=st.integers(0, 100))
+    def cancel_after_assign(self, index: int) -> None:
+        """A request woken with a connection gives up before using it."""
+        candidates = [(t, c) for t, c in self.using if t.seq]
+        ticket, conn = candidates[index % len(candidates)]
+        self.using.remove((ticket, conn))
+        self.apply(self.pool.cancelled(ticket, self.now))
+
+    @precondition(lambda self: any(c.state == IDLE for c in self.pool.connections()))
+    @rule(index=st.integers(0, 100))
+    def peer_closes_idle(self, index: int) -> None:
+        idle = [c for c in self.pool.connections() if c.state == IDLE]
+        self.apply(self.pool.discard(idle[index % len(idle)], self.now))
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 10.0, 20.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+        self.apply(self.pool.expire(self.now))
+
+    # -- invariants ----------------------------------------------------------------------------
+    @invariant()
+    def pool_rules_hold(self) -> None:
+        self.pool.check_invariants()
+
+    @invariant()
+    def books_agree(self) -> None:
+        pool = self.pool
+        assert len(self.open_ids) == pool.n_open <= self.limits.max_connections
+        per_host = self.limits.max_connections_per_host or self.limits.max_connections
+        assert all(n <= per_host for n in self.open_by_origin.values())
+        assert {c.id for c in pool.connections()} == self.open_ids
+        assert pool.n_waiting == len(self.waiting)
+        stats = pool.stats()
+        assert stats.connections == stats.connecting + stats.idle + stats.active
+        assert stats.active == len(self.using)
+        assert stats.connecting == len(self.connecting)
+        assert stats.created - stats.closed == stats.connections
+
+    @invariant()
+    def waiters_are_covered(self) -> None:
+        """Nobody waits while a connection could be opened or an idle one is free for them."""
+        for ticket in self.waiting:
+            host = ticket.host
+            assert host is not None
+            assert not host.idle
+
+
+TestPoolMachine = PoolMachine.TestCase
+TestPoolMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None,
+                                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_close_all_fails_waiters_and_closes_everything() -> None:
+    pool = PoolState(Limits(max_connections=2))
+    tickets = [Ticket("http://a:80") for _ in range(4)]
+    opened: list[Conn] = []
+    for ticket in tickets:
+        opened += [a.conn for a in pool.request(ticket, 0.0) if isinstance(a, Open)]
+    pool.connected(opened[0], 0.0)
+    actions = pool.close_all()
+    fails = [a for a in actions if isinstance(a, Fail)]
+    closes = [a.conn for a in actions if isinstance(a, Close)]
+    assert len(fails) == 3  # the first ticket got the connected connection
+    assert set(closes) == set(opened)
+    assert pool.n_open == 0
+    pool.check_invariants()
+    assert pool.released(opened[0], True, 1.0) == []  # late release after close: ignored
