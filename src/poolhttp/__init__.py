@@ -10,7 +10,7 @@
 """
 
 from ._async.client import AsyncClient
-from ._config import Limits, Timeout
+from ._config import Limits, Retry, Timeout
 from ._core.pool import PoolStats
 from ._exceptions import (
     ConnectError,
@@ -29,6 +29,7 @@ from ._exceptions import (
     RemoteProtocolError,
     RetryError,
     ServerDisconnected,
+    StaleConnectionError,
     TimeoutException,
     TooManyRedirects,
     TotalTimeout,
@@ -67,8 +68,10 @@ __all__ = [
     "Request",
     "Response",
     "ResponseNotRead",
+    "Retry",
     "RetryError",
     "ServerDisconnected",
+    "StaleConnectionError",
     "StreamConsumed",
     "Timeout",
     "TimeoutException",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json as jsonlib
 import socket
 import sys
-from collections.abc import AsyncIterable, Iterable, Mapping
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from ._config import Limits, Timeout, TimeoutTypes
+from ._config import Limits, Retry, Timeout, TimeoutTypes
 from ._core.http11 import encode_request_head
 from ._exceptions import InvalidRequest, PoolClosed
 from ._headers import Headers, HeaderTypes, encode_header_pairs
@@ -22,9 +23,10 @@ from ._tls import VerifyTypes, check_verify
 from ._urls import URL, QueryParams, encode_params, parse_url
 from ._version import __version__
 
-__all__ = ["ClientBase", "RequestContent"]
+__all__ = ["ClientBase", "RequestContent", "Trace", "emit"]
 
 RequestContent = Any  # bytes | str | Iterable[bytes] | AsyncIterable[bytes]; checked at run time
+Trace = Callable[[str, dict[str, Any]], None]
 
 _DEFAULT_HEADERS: list[tuple[bytes, bytes]] = [
     (b"User-Agent", f"poolhttp/{__version__}".encode("ascii")),
@@ -42,7 +44,7 @@ class ClientBase(Generic[R]):
     def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
                  limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
                  verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
-                 local_address: str | None = None) -> None:
+                 local_address: str | None = None, retries: Retry | int | None = 0) -> None:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a poolhttp.Limits, not {type(limits).__name__}")
         if family not in (0, socket.AF_INET, socket.AF_INET6):
@@ -59,6 +61,10 @@ class ClientBase(Generic[R]):
         self.dns_ttl = float(dns_ttl)
         self.family = family
         self.local_address = local_address
+        self.retries = Retry.coerce(retries)
+        # Status retries need a look at every response; skip it when the policy has none.
+        self._status_retries = self.retries.allows("status") and bool(
+            self.retries.status_forcelist)
         user = encode_header_pairs(headers)
         overridden = {name.lower() for name, _ in user}
         self._headers = Headers.from_raw(
@@ -83,45 +89,53 @@ class ClientBase(Generic[R]):
     def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                 headers: HeaderTypes | None = None, content: RequestContent = None,
                 data: Mapping[str, Any] | None = None, json: Any = None,
-                timeout: TimeoutTypes | Timeout = None) -> R:
+                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None) -> R:
         raise NotImplementedError
 
     def get(self, url: str | URL, *, params: QueryParams | None = None,
-            headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
-        return self.request("GET", url, params=params, headers=headers, timeout=timeout)
+            headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None) -> R:
+        return self.request("GET", url, params=params, headers=headers, timeout=timeout,
+                            trace=trace)
 
     def head(self, url: str | URL, *, params: QueryParams | None = None,
-             headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
-        return self.request("HEAD", url, params=params, headers=headers, timeout=timeout)
+             headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None) -> R:
+        return self.request("HEAD", url, params=params, headers=headers, timeout=timeout,
+                            trace=trace)
 
     def options(self, url: str | URL, *, params: QueryParams | None = None,
-                headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
-        return self.request("OPTIONS", url, params=params, headers=headers, timeout=timeout)
+                headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None) -> R:
+        return self.request("OPTIONS", url, params=params, headers=headers, timeout=timeout,
+                            trace=trace)
 
     def delete(self, url: str | URL, *, params: QueryParams | None = None,
-               headers: HeaderTypes | None = None, timeout: TimeoutTypes = None) -> R:
-        return self.request("DELETE", url, params=params, headers=headers, timeout=timeout)
+               headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None) -> R:
+        return self.request("DELETE", url, params=params, headers=headers, timeout=timeout,
+                            trace=trace)
 
     def post(self, url: str | URL, *, params: QueryParams | None = None,
              headers: HeaderTypes | None = None, content: RequestContent = None,
              data: Mapping[str, Any] | None = None, json: Any = None,
-             timeout: TimeoutTypes = None) -> R:
+             timeout: TimeoutTypes = None, trace: Trace | None = None) -> R:
         return self.request("POST", url, params=params, headers=headers, content=content,
-                            data=data, json=json, timeout=timeout)
+                            data=data, json=json, timeout=timeout, trace=trace)
 
     def put(self, url: str | URL, *, params: QueryParams | None = None,
             headers: HeaderTypes | None = None, content: RequestContent = None,
             data: Mapping[str, Any] | None = None, json: Any = None,
-            timeout: TimeoutTypes = None) -> R:
+            timeout: TimeoutTypes = None, trace: Trace | None = None) -> R:
         return self.request("PUT", url, params=params, headers=headers, content=content,
-                            data=data, json=json, timeout=timeout)
+                            data=data, json=json, timeout=timeout, trace=trace)
 
     def patch(self, url: str | URL, *, params: QueryParams | None = None,
               headers: HeaderTypes | None = None, content: RequestContent = None,
               data: Mapping[str, Any] | None = None, json: Any = None,
-              timeout: TimeoutTypes = None) -> R:
+              timeout: TimeoutTypes = None, trace: Trace | None = None) -> R:
         return self.request("PATCH", url, params=params, headers=headers, content=content,
-                            data=data, json=json, timeout=timeout)
+                            data=data, json=json, timeout=timeout, trace=trace)
 
     # -- building ------------------------------------------------------------------------
     def _resolve_timeout(self, timeout: TimeoutTypes) -> Timeout:
@@ -189,6 +203,12 @@ class ClientBase(Generic[R]):
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"this {type(self).__name__} is closed; create a new one "
                           f"(it was created at {self._created_at})")
+
+
+def emit(trace: Trace, event: str, **info: Any) -> None:
+    """Call a user's trace hook; a failing hook is the user's bug and propagates."""
+    info["time"] = time.monotonic()
+    trace(event, info)
 
 
 _METHODS_OK = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

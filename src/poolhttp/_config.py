@@ -7,9 +7,9 @@ accepted a plain number is too (`timeout=5.0` means `Timeout(5.0)`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-__all__ = ["Limits", "Timeout", "TimeoutTypes"]
+__all__ = ["IDEMPOTENT_METHODS", "Limits", "Retry", "Timeout", "TimeoutTypes"]
 
 
 def _check_seconds(name: str, value: object, *, allow_none: bool) -> float | None:
@@ -139,3 +139,96 @@ class Timeout:
 
 
 TimeoutTypes = Timeout | float | None
+
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Retry:
+    """An immutable retry policy: pass it (or an int, meaning `Retry(total=n)`) as `retries=`.
+
+    - `total`: retries of any kind, at most (None: only the per-kind counts apply).
+    - `connect`: retries after a failure to connect. The request never left, so every method
+      is retried.
+    - `read`: retries after the request was sent and no complete response came back (reset,
+      time-out, protocol error). Only for `allowed_methods`, or a request that carries an
+      `Idempotency-Key` header: resending anything else could run it twice.
+    - `status`: retries after a response whose status is in `status_forcelist`.
+    - Delay before retry n (1, 2, ...): `backoff_factor * 2 ** (n - 1)`, at most `backoff_max`,
+      plus a random 0..`jitter` seconds so that many clients do not retry in step.
+    - `respect_retry_after`: a `Retry-After` header (seconds or an HTTP date) on a 429/503-type
+      response sets the delay instead, up to `retry_after_max`.
+    - `raise_on_status`: when status retries run out, raise RetryError (True) or return the last
+      response (False).
+
+    `increment()` returns a new policy with one retry used; it never changes this one.
+
+    >>> Retry(total=3, backoff_factor=0.5).increment("connect").total
+    2
+    """
+
+    total: int | None = 3
+    connect: int | None = None
+    read: int | None = None
+    status: int | None = None
+    backoff_factor: float = 0.25
+    backoff_max: float = 30.0
+    jitter: float = 0.25
+    status_forcelist: frozenset[int] = RETRY_STATUSES
+    allowed_methods: frozenset[str] = IDEMPOTENT_METHODS
+    respect_retry_after: bool = True
+    retry_after_max: float = 120.0
+    raise_on_status: bool = True
+    history: tuple[str, ...] = ()  # the kind of each retry used so far
+
+    def __post_init__(self) -> None:
+        for name in ("total", "connect", "read", "status"):
+            _check_count(f"Retry.{name}", getattr(self, name), allow_none=True, minimum=0)
+        for name in ("backoff_factor", "backoff_max", "jitter", "retry_after_max"):
+            _check_seconds(f"Retry.{name}", getattr(self, name), allow_none=False)
+        object.__setattr__(self, "status_forcelist", frozenset(self.status_forcelist))
+        methods = frozenset(m.upper() for m in self.allowed_methods)
+        object.__setattr__(self, "allowed_methods", methods)
+
+    @classmethod
+    def coerce(cls, value: Retry | int | None) -> Retry:
+        if isinstance(value, Retry):
+            return value
+        if value is None:
+            return cls(total=0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"retries must be a poolhttp.Retry or an int, not "
+                            f"{type(value).__name__}")
+        return cls(total=value)
+
+    def increment(self, kind: str) -> Retry:
+        """This policy with one retry of `kind` ("connect", "read" or "status") used."""
+        if kind not in ("connect", "read", "status"):
+            raise ValueError(f"unknown retry kind {kind!r}")
+        changes: dict[str, object] = {"history": (*self.history, kind)}
+        if self.total is not None:
+            changes["total"] = self.total - 1
+        specific = getattr(self, kind)
+        if specific is not None:
+            changes[kind] = specific - 1
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def allows(self, kind: str) -> bool:
+        """Whether one more retry of `kind` is left."""
+        if self.total is not None and self.total <= 0:
+            return False
+        specific = getattr(self, kind)
+        return specific is None or specific > 0
+
+    def is_retryable_method(self, method: str, has_idempotency_key: bool) -> bool:
+        return method in self.allowed_methods or has_idempotency_key
+
+    def backoff(self, random_fraction: float) -> float:
+        """Seconds to wait before the next retry; `random_fraction` is in [0, 1)."""
+        retries = len(self.history)
+        if retries == 0:
+            return 0.0
+        delay = min(self.backoff_max, self.backoff_factor * 2.0 ** (retries - 1))
+        return float(delay + self.jitter * random_fraction)

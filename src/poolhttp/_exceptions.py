@@ -7,6 +7,7 @@
     │   ├── NetworkError (also OSError)
     │   │   ├── ConnectError, ReadError, WriteError
     │   │   └── ServerDisconnected            the peer closed before a response (ReadError)
+    │   │       └── StaleConnectionError      ... on a reused connection; not retried (unsafe)
     │   └── ProtocolError
     │       ├── LocalProtocolError            we were asked to send something invalid
     │       └── RemoteProtocolError           the server sent something invalid
@@ -45,6 +46,7 @@ __all__ = [
     "RemoteProtocolError",
     "RetryError",
     "ServerDisconnected",
+    "StaleConnectionError",
     "TimeoutException",
     "TooManyRedirects",
     "TotalTimeout",
@@ -135,18 +137,27 @@ class WriteError(NetworkError):
 
 
 class ServerDisconnected(ReadError):
-    """The server closed the connection before a complete response arrived.
+    """The server closed (or reset) the connection before a complete response arrived.
 
-    `request_sent` says whether the request reached the socket; `response_started` whether any
-    byte of a response arrived. When neither a byte arrived nor the request was known to be
-    idempotent, the request may or may not have been processed by the server.
+    `request_sent` says whether the whole request reached the socket, `response_started`
+    whether any byte of a response arrived, and `reused` whether the connection had served a
+    request before (the keep-alive race: the server dropped an idle connection just as we
+    reused it).
     """
 
-    def __init__(self, message: str, *, origin: str | None = None,
-                 request_sent: bool = True, response_started: bool = False) -> None:
+    def __init__(self, message: str, *, origin: str | None = None, request_sent: bool = True,
+                 response_started: bool = False, reused: bool = False) -> None:
         super().__init__(message, origin=origin)
         self.request_sent = request_sent
         self.response_started = response_started
+        self.reused = reused
+
+
+class StaleConnectionError(ServerDisconnected):
+    """A reused keep-alive connection was closed by the server before any response byte,
+    and the request was not retried because it is not idempotent: the server may or may not
+    have processed it. Send an `Idempotency-Key` header, or allow the method in
+    `Retry(allowed_methods=...)`, to have such requests retried."""
 
 
 class ProtocolError(TransportError):

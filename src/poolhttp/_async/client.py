@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any
 
-from .._client_base import ClientBase, RequestContent
-from .._config import Limits, Timeout, TimeoutTypes
+from .._client_base import ClientBase, RequestContent, Trace, emit
+from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._core.pool import PoolStats
+from .._exceptions import TotalTimeout, TransportError
 from .._headers import HeaderTypes
 from .._models import Request, Response
+from .._retry import RetryPlan
 from .._tls import VerifyTypes
 from .._urls import URL, QueryParams
 from .connection import AsyncConnection
@@ -38,28 +41,36 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
     def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
                  limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
                  verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
-                 local_address: str | None = None) -> None:
+                 local_address: str | None = None, retries: Retry | int | None = 0) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
-                         local_address=local_address)
+                         local_address=local_address, retries=retries)
         self._pool = AsyncPool(self)
         self._closed = False
 
     async def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                       headers: HeaderTypes | None = None, content: RequestContent = None,
                       data: Mapping[str, Any] | None = None, json: Any = None,
-                      timeout: TimeoutTypes | Timeout = None) -> Response:
-        """Send a request and read the whole response body."""
+                      timeout: TimeoutTypes | Timeout = None,
+                      trace: Trace | None = None) -> Response:
+        """Send a request and read the whole response body.
+
+        `trace(event, info)`, if given, is called as the request goes: "connection.acquired"
+        (info["reused"]), "dns.resolved", "tcp.connected", "tls.handshake" (each with
+        info["seconds"]; only when a connection is opened for this request), "request.sent",
+        "response.headers" (info["status"]) and "response.complete". Every info has "time".
+        """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=True)
         return await self._send(request, head, body,
                                 self.timeout if timeout is None else Timeout.coerce(timeout),
-                                False)
+                                False, trace)
 
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                headers: HeaderTypes | None = None, content: RequestContent = None,
                data: Mapping[str, Any] | None = None, json: Any = None,
-               timeout: TimeoutTypes | Timeout = None) -> AsyncStreamContext:
+               timeout: TimeoutTypes | Timeout = None,
+               trace: Trace | None = None) -> AsyncStreamContext:
         """Send a request; the response's body is read as you iterate it.
 
         >>> async with client.stream("GET", url) as response:      # doctest: +SKIP
@@ -71,10 +82,11 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=True)
-        return AsyncStreamContext(self, request, head, body, self._resolve_timeout(timeout))
+        return AsyncStreamContext(self, request, head, body, self._resolve_timeout(timeout),
+                                  trace)
 
     async def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-                    stream: bool) -> Response:
+                    stream: bool, trace: Trace | None) -> Response:
         pool = self._pool
         loop = asyncio.get_running_loop()
         if loop is not pool.loop:
@@ -83,24 +95,75 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             raise self._closed_error()
         started = loop.time()
         deadline = None if timeout.total is None else started + timeout.total
+        try:
+            response = await self._attempt(request, head, body, timeout, deadline, stream,
+                                           started, trace)
+        except TransportError as exc:
+            return await self._retry(exc, request, head, body, timeout, deadline, stream,
+                                     started, trace)
+        if self._status_retries and response.status_code in self.retries.status_forcelist:
+            return await self._retry(response, request, head, body, timeout, deadline, stream,
+                                     started, trace)
+        return response
+
+    async def _attempt(self, request: Request, head: bytes, body: bytes | None,
+                       timeout: Timeout, deadline: float | None, stream: bool, started: float,
+                       trace: Trace | None) -> Response:
+        """One try: a connection, the request out, the response (or its head) in."""
+        pool = self._pool
         origin = request.url.origin
         while True:
             conn = pool.state.checkout(origin.key, started)
             if conn is None:
-                conn = await pool.acquire(origin, timeout, deadline)
+                conn = await pool.acquire(origin, timeout, deadline, trace)
             proto: AsyncConnection = conn.io
             if not proto.closing:
                 break
             pool.release(conn, False, None)  # its transport went away before we could use it
+        if trace is not None:
+            emit(trace, "connection.acquired", reused=conn.requests > 1, connection_id=conn.id,
+                 origin=origin.key)
         future = proto.send(request, head, body, timeout.read, timeout.write, deadline, stream,
-                            started)
+                            started, trace)
         try:
             if request.stream is not None:
                 await proto.send_body(request.stream)
-            return await future
+            response = await future
         except BaseException:
             proto.abandon()
             raise
+        if trace is not None and not stream:
+            emit(trace, "response.complete", status=response.status_code)
+        return response
+
+    async def _retry(self, outcome: Response | TransportError, request: Request, head: bytes,
+                     body: bytes | None, timeout: Timeout, deadline: float | None, stream: bool,
+                     started: float, trace: Trace | None) -> Response:
+        """The slow path after a failed first attempt: retry as the policy allows."""
+        plan = RetryPlan(self.retries, request)
+        loop = self._pool.loop
+        while True:
+            if isinstance(outcome, Response):
+                delay = plan.after_response(outcome, time.time())
+                if delay is None:
+                    return outcome
+                await outcome.aclose()
+            else:
+                delay = plan.after_error(outcome)  # raises when there is no retry left
+            self._pool.state.retries += 1
+            if plan.wants_fresh:
+                self._pool.purge_idle(request.url.origin.key)
+            if delay:
+                if deadline is not None and loop.time() + delay >= deadline:
+                    raise TotalTimeout(f"no response from {request.url.origin} within the total "
+                                       "time-out (the next retry was due later)",
+                                       origin=request.url.origin.key, timeout=timeout.total)
+                await asyncio.sleep(delay)
+            try:
+                outcome = await self._attempt(request, head, body, timeout, deadline, stream,
+                                              loop.time(), trace)
+            except TransportError as exc:
+                outcome = exc
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
@@ -132,10 +195,11 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
 class AsyncStreamContext:
     """`async with client.stream(...) as response:` — see AsyncClient.stream."""
 
-    __slots__ = ("_body", "_client", "_head", "_request", "_response", "_timeout")
+    __slots__ = ("_body", "_client", "_head", "_request", "_response", "_timeout", "_trace")
 
     def __init__(self, client: AsyncClient, request: Request, head: bytes, body: bytes | None,
-                 timeout: Timeout) -> None:
+                 timeout: Timeout, trace: Trace | None) -> None:
+        self._trace = trace
         self._client = client
         self._request = request
         self._head = head
@@ -145,7 +209,7 @@ class AsyncStreamContext:
 
     async def __aenter__(self) -> Response:
         self._response = await self._client._send(self._request, self._head, self._body,
-                                                  self._timeout, True)
+                                                  self._timeout, True, self._trace)
         return self._response
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -14,6 +14,7 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .._client_base import Trace, emit
 from .._core.http11 import ResponseReader, keep_alive_timeout
 from .._core.pool import Conn
 from .._exceptions import (
@@ -74,11 +75,12 @@ class AsyncConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._trace: Trace | None = None
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, request: Request, data: bytes, body: bytes | None, read_timeout: float | None,
              write_timeout: float | None, deadline: float | None, stream: bool,
-             started: float) -> asyncio.Future[Response]:
+             started: float, trace: Trace | None) -> asyncio.Future[Response]:
         """Write the request; the future resolves with the Response (its head, if `stream`)."""
         transport = self.transport
         assert transport is not None
@@ -99,6 +101,9 @@ class AsyncConnection(asyncio.Protocol):
             transport.write(body)
         self.request_sent = request.stream is None
         self._arm_read(started)
+        self._trace = trace
+        if trace is not None:
+            emit(trace, "request.sent")
         return future
 
     async def send_body(self, chunks: Any) -> None:
@@ -164,9 +169,11 @@ class AsyncConnection(asyncio.Protocol):
         self.transport = None
         self._cancel_timers()
         if self._active:
-            error = ReadError(f"connection to {self.origin} lost: {exc}", origin=self.origin) \
-                if exc is not None else self._disconnected(None)
-            self.fail(error)
+            if exc is not None and self._reader.response_started:
+                self.fail(ReadError(f"connection to {self.origin} lost mid-response: {exc}",
+                                    origin=self.origin))
+            else:
+                self.fail(self._disconnected(None, exc))
         else:
             self._pool.discard(self.conn)
         if self.lost is not None and not self.lost.done():
@@ -191,6 +198,8 @@ class AsyncConnection(asyncio.Protocol):
 
     # -- ResponseSink ----------------------------------------------------------------------
     def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if self._trace is not None:
+            emit(self._trace, "response.headers", status=status)
         self._status = status
         self._reason = reason
         self._headers = headers
@@ -339,13 +348,15 @@ class AsyncConnection(asyncio.Protocol):
         self.close()
         self._pool.discard(self.conn)
 
-    def _disconnected(self, cause: RemoteProtocolError | None) -> TransportError:
-        if cause is not None and cause.reason not in ("no response",):
+    def _disconnected(self, cause: RemoteProtocolError | None,
+                      exc: BaseException | None = None) -> TransportError:
+        if cause is not None and cause.reason != "no response":
             return cause
+        how = f"reset the connection ({exc})" if exc is not None else "closed the connection"
         return ServerDisconnected(
-            f"{self.origin} closed the connection without sending a response",
-            origin=self.origin, request_sent=self.request_sent,
-            response_started=self._reader.response_started)
+            f"{self.origin} {how} without sending a response", origin=self.origin,
+            request_sent=self.request_sent, response_started=self._reader.response_started,
+            reused=self.conn.requests > 1)
 
 
 class AsyncBodyStream:

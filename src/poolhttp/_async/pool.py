@@ -13,6 +13,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from .._client_base import Trace, emit
 from .._core.dns import Address, DnsCache, literal_address
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
 from .._exceptions import (
@@ -35,13 +36,15 @@ __all__ = ["AsyncPool"]
 
 
 class AsyncTicket(Ticket):
-    __slots__ = ("deadline", "origin", "timeout")
+    __slots__ = ("deadline", "origin", "timeout", "trace")
 
-    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None) -> None:
+    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None,
+                 trace: Trace | None) -> None:
         super().__init__(origin.key)
         self.origin = origin
         self.timeout = timeout
         self.deadline = deadline
+        self.trace = trace
 
 
 class AsyncPool:
@@ -68,11 +71,12 @@ class AsyncPool:
         self.loop = loop
 
     # -- acquiring ---------------------------------------------------------------------------
-    async def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None) -> Conn:
+    async def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
+                      trace: Trace | None) -> Conn:
         """Wait for a connection to `origin` (the fast path `checkout` found none)."""
         loop = self.loop
         now = loop.time()
-        ticket = AsyncTicket(origin, timeout, deadline)
+        ticket = AsyncTicket(origin, timeout, deadline, trace)
         future: asyncio.Future[Conn] = loop.create_future()
         ticket.waiter = future
         actions = self.state.request(ticket, now)
@@ -150,6 +154,9 @@ class AsyncPool:
         if self._expiry_timer is None and reusable:
             self._arm_expiry()
 
+    def purge_idle(self, key: str) -> None:
+        self.apply(self.state.purge_idle(key, self.loop.time()))
+
     def discard(self, conn: Conn) -> None:
         """An idle connection's transport was lost or went out of step."""
         if conn.state == "idle":
@@ -184,7 +191,7 @@ class AsyncPool:
 
         handle = loop.call_at(deadline, on_timeout) if deadline is not None else None
         try:
-            await self._establish(origin, proto, deadline)
+            await self._establish(origin, proto, deadline, ticket.trace)
         except asyncio.CancelledError:
             self._live.discard(proto)
             if not timed_out:  # the pool was closed: close_all() already did the books
@@ -208,11 +215,17 @@ class AsyncPool:
                 handle.cancel()
         self.apply(self.state.connected(conn, loop.time()))
 
-    async def _establish(self, origin: Origin, proto: AsyncConnection,
-                         deadline: float | None) -> None:
+    async def _establish(self, origin: Origin, proto: AsyncConnection, deadline: float | None,
+                         trace: Trace | None) -> None:
         """TCP connect to the first address that answers, then TLS if https."""
         loop = self.loop
+        began = loop.time()
+        lookups = self._dns.lookups
         addresses = await self._resolve(origin)
+        if trace is not None:
+            emit(trace, "dns.resolved", seconds=loop.time() - began, addresses=addresses,
+                 cached=self._dns.lookups == lookups)
+        began = loop.time()
         errors: list[str] = []
         for family, sockaddr in addresses:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -233,6 +246,9 @@ class AsyncPool:
         else:
             raise ConnectError(f"cannot connect to {origin.key}: {'; '.join(errors)}",
                                origin=origin.key)
+        if trace is not None:
+            emit(trace, "tcp.connected", seconds=loop.time() - began, address=sockaddr)
+            began = loop.time()
         try:
             if origin.is_tls:
                 remaining = None if deadline is None else max(0.001, deadline - loop.time())
@@ -252,6 +268,10 @@ class AsyncPool:
         except BaseException:
             sock.close()
             raise
+        if trace is not None and origin.is_tls and proto.transport is not None:
+            ssl_object = proto.transport.get_extra_info("ssl_object")
+            emit(trace, "tls.handshake", seconds=loop.time() - began,
+                 version=ssl_object.version() if ssl_object is not None else None)
 
     async def _resolve(self, origin: Origin) -> list[Address]:
         family = self.client.family

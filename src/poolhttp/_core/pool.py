@@ -15,6 +15,7 @@ Inputs                                   Actions
   released(conn, reusable, now, keepalive)
   discard(conn, now)   idle socket closed by the peer
   cancelled(ticket, now)
+  purge_idle(key, now) idle ones of an origin are suspect
   expire(now)
   close_all()
 
@@ -372,6 +373,20 @@ class PoolState:
             self.reused -= 1
             conn.host.reused -= 1
         return self.released(conn, True, now)
+
+    def purge_idle(self, key: str, now: float) -> list[Action]:
+        """Close every idle connection to `key`: one of them was found closed by the server,
+        so the others, idle at least as long, are suspect too."""
+        host = self._hosts.get(key)
+        if host is None or not host.idle:
+            return NO_ACTIONS
+        actions: list[Action] = []
+        while host.idle:
+            conn = host.idle.pop()
+            del self._idle_lru[conn]
+            self._close(conn, actions)
+        self._slot_freed(host, now, actions)
+        return actions
 
     def expire(self, now: float) -> list[Action]:
         """Close idle connections that sat unused for `keepalive_expiry`."""

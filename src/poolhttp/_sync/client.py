@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-from .._client_base import ClientBase, RequestContent
-from .._config import Limits, Timeout, TimeoutTypes
+from .._client_base import ClientBase, RequestContent, Trace, emit
+from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._core.pool import PoolStats
+from .._exceptions import TotalTimeout, TransportError
 from .._headers import HeaderTypes
 from .._models import Request, Response
+from .._retry import RetryPlan
 from .._tls import VerifyTypes
 from .._urls import URL, QueryParams
 from .connection import SyncConnection
@@ -36,28 +38,30 @@ class Client(ClientBase[Response]):
     def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
                  limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
                  verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
-                 local_address: str | None = None) -> None:
+                 local_address: str | None = None, retries: Retry | int | None = 0) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
-                         local_address=local_address)
+                         local_address=local_address, retries=retries)
         self._pool = SyncPool(self)
         self._closed = False
 
     def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                 headers: HeaderTypes | None = None, content: RequestContent = None,
                 data: Mapping[str, Any] | None = None, json: Any = None,
-                timeout: TimeoutTypes | Timeout = None) -> Response:
-        """Send a request and read the whole response body."""
+                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None) -> Response:
+        """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=False)
         return self._send(request, head, body,
-                          self.timeout if timeout is None else Timeout.coerce(timeout), False)
+                          self.timeout if timeout is None else Timeout.coerce(timeout), False,
+                          trace)
 
     @contextmanager
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                headers: HeaderTypes | None = None, content: RequestContent = None,
                data: Mapping[str, Any] | None = None, json: Any = None,
-               timeout: TimeoutTypes | Timeout = None) -> Iterator[Response]:
+               timeout: TimeoutTypes | Timeout = None,
+               trace: Trace | None = None) -> Iterator[Response]:
         """Send a request; the response's body is read as you iterate it.
 
         >>> with client.stream("GET", url) as response:             # doctest: +SKIP
@@ -69,26 +73,73 @@ class Client(ClientBase[Response]):
         """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=False)
-        response = self._send(request, head, body, self._resolve_timeout(timeout), True)
+        response = self._send(request, head, body, self._resolve_timeout(timeout), True, trace)
         try:
             yield response
         finally:
             response.close()
 
     def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-              stream: bool) -> Response:
+              stream: bool, trace: Trace | None) -> Response:
         if self._closed:
             raise self._closed_error()
         started = time.monotonic()
         deadline = None if timeout.total is None else started + timeout.total
-        conn = self._pool.acquire(request.url.origin, timeout, deadline)
-        io: SyncConnection = conn.io
         try:
-            io.send(request, head, body, timeout.write, timeout.read, deadline)
-            return io.receive(request, started, stream)
+            response = self._attempt(request, head, body, timeout, deadline, stream, started,
+                                     trace)
+        except TransportError as exc:
+            return self._retry(exc, request, head, body, timeout, deadline, stream, trace)
+        if self._status_retries and response.status_code in self.retries.status_forcelist:
+            return self._retry(response, request, head, body, timeout, deadline, stream, trace)
+        return response
+
+    def _attempt(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
+                 deadline: float | None, stream: bool, started: float,
+                 trace: Trace | None) -> Response:
+        """One try: a connection, the request out, the response (or its head) in."""
+        conn = self._pool.acquire(request.url.origin, timeout, deadline, trace)
+        io: SyncConnection = conn.io
+        if trace is not None:
+            emit(trace, "connection.acquired", reused=conn.requests > 1, connection_id=conn.id,
+                 origin=conn.key)
+        try:
+            io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
+            response = io.receive(request, started, stream)
         except BaseException:
             io.abandon()
             raise
+        if trace is not None and not stream:
+            emit(trace, "response.complete", status=response.status_code)
+        return response
+
+    def _retry(self, outcome: Response | TransportError, request: Request, head: bytes,
+               body: bytes | None, timeout: Timeout, deadline: float | None, stream: bool,
+               trace: Trace | None) -> Response:
+        """The slow path after a failed first attempt: retry as the policy allows."""
+        plan = RetryPlan(self.retries, request)
+        while True:
+            if isinstance(outcome, Response):
+                delay = plan.after_response(outcome, time.time())
+                if delay is None:
+                    return outcome
+                outcome.close()
+            else:
+                delay = plan.after_error(outcome)  # raises when there is no retry left
+            self._pool.count_retry()
+            if plan.wants_fresh:
+                self._pool.purge_idle(request.url.origin.key)
+            if delay:
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise TotalTimeout(f"no response from {request.url.origin} within the total "
+                                       "time-out (the next retry was due later)",
+                                       origin=request.url.origin.key, timeout=timeout.total)
+                time.sleep(delay)
+            try:
+                outcome = self._attempt(request, head, body, timeout, deadline, stream,
+                                        time.monotonic(), trace)
+            except TransportError as exc:
+                outcome = exc
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""

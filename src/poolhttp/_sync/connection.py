@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._client_base import Trace, emit
 from .._core.http11 import ResponseReader, keep_alive_timeout
 from .._core.pool import Conn
 from .._exceptions import (
@@ -76,6 +77,7 @@ class SyncConnection:
         self._keep_alive = False
         self._read_timeout: float | None = None
         self._deadline: float | None = None
+        self._trace: Trace | None = None
 
     # -- liveness ------------------------------------------------------------------------
     def is_reusable(self) -> bool:
@@ -93,8 +95,10 @@ class SyncConnection:
 
     # -- the exchange ----------------------------------------------------------------------
     def send(self, request: Request, head: bytes, body: bytes | None, write_timeout: float | None,
-             read_timeout: float | None, deadline: float | None) -> None:
-        """Write the request; raises WriteTimeout / WriteError (connection discarded)."""
+             read_timeout: float | None, deadline: float | None, trace: Trace | None) -> None:
+        """Write the request; raises WriteTimeout / WriteError (connection discarded), or
+        ServerDisconnected when a reused connection turns out to be closed."""
+        self._trace = trace
         self._active = True
         self._status = 0
         self._headers = []
@@ -118,9 +122,15 @@ class SyncConnection:
                 if write_timeout is not None else f"writing to {self.origin} timed out",
                 origin=self.origin, timeout=write_timeout)) from exc
         except OSError as exc:
+            if self.conn.requests > 1:  # the keep-alive race: the server closed it while idle
+                raise self._fail(self._disconnected(
+                    f"{self.origin} closed the connection as the request went out ({exc})")
+                ) from exc
             raise self._fail(WriteError(f"sending the request to {self.origin} failed: {exc}",
                                         origin=self.origin)) from exc
         self.request_sent = True
+        if trace is not None:
+            emit(trace, "request.sent")
 
     def _send_chunked(self, chunks: Iterable[Any], write_timeout: float | None,
                       deadline: float | None) -> None:
@@ -229,7 +239,8 @@ class SyncConnection:
 
     def _disconnected(self, message: str) -> ServerDisconnected:
         return ServerDisconnected(message, origin=self.origin, request_sent=self.request_sent,
-                                  response_started=self._reader.response_started)
+                                  response_started=self._reader.response_started,
+                                  reused=self.conn.requests > 1)
 
     def close(self) -> None:
         if not self.closed:
@@ -268,6 +279,8 @@ class SyncConnection:
 
     # -- ResponseSink ----------------------------------------------------------------------
     def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if self._trace is not None:
+            emit(self._trace, "response.headers", status=status)
         self._status = status
         self._reason = reason
         self._headers = headers

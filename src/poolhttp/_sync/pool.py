@@ -22,6 +22,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .._client_base import Trace, emit
 from .._core.dns import Address, DnsCache, literal_address
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
 from .._exceptions import ConnectError, ConnectTimeout, HTTPError, PoolTimeout, TotalTimeout
@@ -55,13 +56,15 @@ class _Waiter:
 
 
 class SyncTicket(Ticket):
-    __slots__ = ("deadline", "origin", "timeout")
+    __slots__ = ("deadline", "origin", "timeout", "trace")
 
-    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None) -> None:
+    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None,
+                 trace: Trace | None) -> None:
         super().__init__(origin.key)
         self.origin = origin
         self.timeout = timeout
         self.deadline = deadline
+        self.trace = trace
         self.waiter = _Waiter()
 
 
@@ -108,23 +111,25 @@ class SyncPool:
         self._lookups = {}
 
     # -- acquiring ---------------------------------------------------------------------------
-    def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None) -> Conn:
+    def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
+                trace: Trace | None) -> Conn:
         """A connection to `origin`, reused when an idle one is alive, else waited for."""
         key = origin.key
         while True:
             with self.lock:
                 conn = self.state.checkout(key, time.monotonic())
             if conn is None:
-                conn = self._wait(origin, timeout, deadline)
+                conn = self._wait(origin, timeout, deadline, trace)
             io: SyncConnection = conn.io
             if conn.requests == 1 or io.is_reusable():
                 return conn
             self.release(conn, False, None)  # closed by the server while idle: next one
 
-    def _wait(self, origin: Origin, timeout: Timeout, deadline: float | None) -> Conn:
+    def _wait(self, origin: Origin, timeout: Timeout, deadline: float | None,
+              trace: Trace | None) -> Conn:
         """Queue for a connection. The waiter's lock works as a binary semaphore: `wake()`
         releases it once, and only this thread takes it back, so no wake-up is ever lost."""
-        ticket = SyncTicket(origin, timeout, deadline)
+        ticket = SyncTicket(origin, timeout, deadline, trace)
         now = time.monotonic()
         limit = timeout.pool
         end = now + limit if limit is not None else None
@@ -221,6 +226,15 @@ class SyncPool:
             if conn.io is not None:
                 conn.io.close()
 
+    def count_retry(self) -> None:
+        with self.lock:
+            self.state.retries += 1
+
+    def purge_idle(self, key: str) -> None:
+        with self.lock:
+            closes = self._apply(self.state.purge_idle(key, time.monotonic()), None)
+        self._close_all(closes)
+
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
         with self.lock:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
@@ -234,7 +248,7 @@ class SyncPool:
         origin = ticket.origin
         timeout = ticket.timeout.connect
         try:
-            sock = self._establish(origin, timeout, ticket.deadline)
+            sock = self._establish(origin, timeout, ticket.deadline, ticket.trace)
         except HTTPError as exc:
             with self.lock:
                 closes = self._apply(self.state.connect_failed(conn, exc, time.monotonic()),
@@ -245,13 +259,17 @@ class SyncPool:
                 closes = self._apply(self.state.connected(conn, time.monotonic()), ticket)
         self._close_all(closes)
 
-    def _establish(self, origin: Origin, timeout: float | None,
-                   deadline: float | None) -> socket.socket:
+    def _establish(self, origin: Origin, timeout: float | None, deadline: float | None,
+                   trace: Trace | None) -> socket.socket:
         start = time.monotonic()
         end = None if timeout is None else start + timeout
         if deadline is not None and (end is None or deadline < end):
             end = deadline
+        lookups = self._dns.lookups
         addresses = self._resolve(origin, end)
+        if trace is not None:
+            emit(trace, "dns.resolved", seconds=time.monotonic() - start, addresses=addresses,
+                 cached=self._dns.lookups == lookups)
         errors: list[str] = []
         for family, sockaddr in addresses:
             remaining = None if end is None else end - time.monotonic()
@@ -263,9 +281,17 @@ class SyncPool:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.client.local_address is not None:
                     sock.bind((self.client.local_address, 0))
+                began = time.monotonic()
                 sock.connect(sockaddr)
+                if trace is not None:
+                    emit(trace, "tcp.connected", seconds=time.monotonic() - began,
+                         address=sockaddr)
                 if origin.is_tls:
+                    began = time.monotonic()
                     sock = self._handshake(sock, origin, end)
+                    if trace is not None:
+                        emit(trace, "tls.handshake", seconds=time.monotonic() - began,
+                             version=sock.version())  # type: ignore[attr-defined]
                 sock.settimeout(None)
                 return sock
             except TimeoutError:

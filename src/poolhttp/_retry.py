@@ -1,0 +1,137 @@
+"""One request's retries, decided without I/O.
+
+Both clients run the same loop: send; on an error call `after_error`, on a response call
+`after_response`; each answers with the delay before the next attempt or ends the loop (by
+raising, or by returning None for "keep this response"). The clients only sleep and resend.
+
+Two kinds of retry live here:
+- The keep-alive race. A request that fails on a reused connection before any byte of a
+  response arrived most likely met a connection the server had just closed. It is resent once,
+  at once, on a fresh connection, if it is safe to resend (an idempotent method or an
+  `Idempotency-Key` header); otherwise `StaleConnectionError` says it may not have been
+  processed. This happens whatever the `Retry` policy says, and counts in `stats().retries`.
+- The `Retry` policy: connect, read and status retries with backoff.
+"""
+
+from __future__ import annotations
+
+import random
+from email.utils import parsedate_to_datetime
+
+from ._config import Retry
+from ._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    HTTPError,
+    HTTPStatusError,
+    PoolClosed,
+    PoolTimeout,
+    RetryError,
+    ServerDisconnected,
+    StaleConnectionError,
+    TotalTimeout,
+    TransportError,
+)
+from ._models import Request, Response
+
+__all__ = ["RetryPlan"]
+
+
+class RetryPlan:
+    """The retry state of one request (created on its first failure, so it costs nothing on
+    the fast path)."""
+
+    __slots__ = ("_idempotent", "_resendable", "errors", "policy", "retried_stale",
+                 "wants_fresh")
+
+    def __init__(self, policy: Retry, request: Request) -> None:
+        self.policy = policy
+        has_key = any(name.lower() == b"idempotency-key" for name, _ in request.extra_headers)
+        self._idempotent = policy.is_retryable_method(request.method, has_key)
+        self._resendable = request.stream is None  # a streamed body cannot be replayed
+        self.errors: list[BaseException] = []
+        self.retried_stale = False
+        self.wants_fresh = False  # the next attempt must not reuse an idle connection
+
+    def after_error(self, error: TransportError) -> float:
+        """Seconds to wait before the next attempt; raises what the caller should see."""
+        self.errors.append(error)
+        self.wants_fresh = False
+        if isinstance(error, ServerDisconnected) and error.reused and not error.response_started:
+            if self._idempotent and self._resendable and not self.retried_stale:
+                self.retried_stale = True
+                self.wants_fresh = True
+                return 0.0
+            if not self._idempotent:
+                raise StaleConnectionError(
+                    f"{error} -- the connection had been idle in the pool and the server closed "
+                    "it as the request went out; it was not resent because the method is not "
+                    "idempotent, so the server may or may not have processed it",
+                    origin=error.origin, request_sent=error.request_sent, reused=True) from error
+        if isinstance(error, TotalTimeout) or not self._resendable:
+            self._give_up(error)
+        kind = "connect" if isinstance(error, (ConnectError, ConnectTimeout)) else "read"
+        if kind == "read" and not self._idempotent:
+            self._give_up(error)
+        if not self.policy.allows(kind) or (isinstance(error, HTTPError) and _is_final(error)):
+            self._give_up(error)
+        self.policy = self.policy.increment(kind)
+        return self.policy.backoff(random.random())
+
+    def after_response(self, response: Response, wall_now: float) -> float | None:
+        """None to keep `response`; else seconds to wait before retrying (the caller closes
+        the response first)."""
+        policy = self.policy
+        if response.status_code not in policy.status_forcelist or not self._idempotent \
+                or not self._resendable:
+            return None
+        if not policy.allows("status"):
+            if policy.history and policy.raise_on_status:
+                self.errors.append(_status_error(response))
+                raise RetryError(
+                    f"{response.request.method} {response.request.url} still answered "
+                    f"{response.status_code} after {len(policy.history)} retries",
+                    origin=str(response.request.url.origin), errors=self.errors)
+            return None
+        self.errors.append(_status_error(response))
+        self.policy = policy.increment("status")
+        delay = self.policy.backoff(random.random())
+        if policy.respect_retry_after:
+            after = retry_after_seconds(response.headers.get("retry-after"), wall_now)
+            if after is not None:
+                delay = min(after, policy.retry_after_max)
+        return delay
+
+    def _give_up(self, error: TransportError) -> None:
+        if len(self.errors) == 1:
+            raise error  # no retry was made: the caller sees the error itself
+        raise RetryError(f"{len(self.errors)} attempts failed; the last one: {error}",
+                         origin=error.origin, errors=self.errors) from error
+
+
+def _is_final(error: HTTPError) -> bool:
+    """Errors no retry can help: the pool is closed, or saturated for longer than allowed."""
+    return isinstance(error, (PoolClosed, PoolTimeout))
+
+
+def _status_error(response: Response) -> HTTPStatusError:
+    return HTTPStatusError(f"{response.status_code} {response.reason_phrase} for "
+                           f"{response.request.method} {response.request.url}",
+                           request=response.request, response=response)
+
+
+def retry_after_seconds(value: str | None, wall_now: float) -> float | None:
+    """Seconds a `Retry-After` value asks for: delta-seconds or an HTTP date; None if absent
+    or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - wall_now)
