@@ -63,6 +63,7 @@ class ResponseReader:
         "_complete",
         "_head_buffer",
         "_head_bytes",
+        "_header_size",
         "_headers",
         "_interim",
         "_is_head",
@@ -92,6 +93,7 @@ class ResponseReader:
         self._keep_alive = False
         self._interim = 0
         self._head_bytes = 0
+        self._header_size = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._status = 0
@@ -166,6 +168,7 @@ class ResponseReader:
             raise _Stop("bytes after the end of the response")
         self._headers = []
         self._reason = b""
+        self._header_size = 0
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -175,6 +178,10 @@ class ResponseReader:
         headers.append((name, value))
         if len(headers) > self._max_headers:
             raise _Stop(f"more than {self._max_headers} header lines")
+        # Bytes still buffered are bounded in feed(); this catches a head that arrived whole.
+        self._header_size += len(name) + len(value) + 4
+        if self._header_size > self._max_header_bytes:
+            raise _Stop(f"response head exceeds {self._max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -238,8 +245,14 @@ class ResponseReader:
         stop = exc.__context__
         if stop is not None and not isinstance(stop, _Stop):
             raise stop  # our sink failed: a bug to surface as it is, not a protocol error
-        reason = str(stop) if isinstance(stop, _Stop) else str(exc)
-        if reason == "bytes after the end of the response" or "Data after" in reason:
+        if isinstance(stop, _Stop):
+            reason = str(stop)
+            if reason == "bytes after the end of the response":
+                raise self._error("the server sent bytes after the end of the response",
+                                  "data after response") from None
+            raise self._error(reason, reason) from None
+        reason = str(exc)
+        if "Data after" in reason:
             raise self._error("the server sent bytes after the end of the response",
                               "data after response") from None
         raise self._error(f"invalid response: {reason}", reason) from exc
