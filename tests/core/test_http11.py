@@ -152,9 +152,13 @@ def test_header_size_limit() -> None:
     reader = ResponseReader(sink, "http://test:80", max_header_bytes=1000)
     reader.expect(False)
     reader.feed(b"HTTP/1.1 200 OK\r\nX: ")
-    with pytest.raises(RemoteProtocolError, match="exceeds 1000 bytes"):
+
+    def feed_forever() -> None:
         for _ in range(100):
             reader.feed(b"a" * 100)
+
+    with pytest.raises(RemoteProtocolError, match="exceeds 1000 bytes"):
+        feed_forever()
 
 
 def test_header_count_limit() -> None:
