@@ -1,0 +1,55 @@
+"""Test infrastructure: real servers on loopback sockets, and small helpers for the tests.
+
+    nginx.py     a private nginx (fast, well-behaved server; exact connection counters)
+    scripted.py  in-process servers with scripted replies and faults, byte for byte
+    certs.py     a throw-away CA and server certificate for the HTTPS tests
+
+See docs/testing.md for how the fixtures in tests/conftest.py use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import time
+from collections.abc import Iterator
+
+__all__ = ["no_fd_leak", "open_fd_count"]
+
+
+def _fd_directory() -> str:
+    return "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+
+
+def open_fd_count() -> int:
+    """The number of file descriptors this process has open right now.
+
+    Includes the descriptor used to list them, which is the same in every call, so only
+    differences between two counts are meaningful.
+    """
+    return len(os.listdir(_fd_directory()))
+
+
+@contextlib.contextmanager
+def no_fd_leak(slack: int = 0, timeout: float = 2.0) -> Iterator[None]:
+    """Fail if the block leaves more than `slack` extra descriptors open.
+
+    Sockets can be released a moment after the code returns (garbage collection, a loop
+    closing a transport on its next iteration), so the check retries until `timeout`.
+    Server-side sockets of in-process scripted servers count too: wait for the server's
+    `active == 0` inside the block when using one.
+    """
+    before = open_fd_count()
+    yield
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        now = open_fd_count()
+        if now <= before + slack:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"file descriptors leaked: {now - before} more open than before ({before} -> {now})"
+            )
+        time.sleep(0.02)

@@ -1,0 +1,597 @@
+"""A real nginx on loopback ports, for tests that need a well-behaved, fast HTTP/1.1 server.
+
+The fixture writes its own configuration into a temporary directory and runs nginx in the
+foreground as a child process, so nothing on the machine (system config, default log or pid
+paths, other nginx instances) is read or touched, and several instances can run side by side.
+
+Layout of one instance (every port is picked at start):
+
+* one plain-HTTP server per address in `addresses` (distinct origins: 127.0.0.1, .2, .3 ...);
+* one more per address with keep-alive disabled (`url(..., keepalive=False)`);
+* one HTTPS server on 127.0.0.1 (and on [::1] with the same port when IPv6 works);
+* one plain-HTTP server on [::1] when IPv6 works (`ipv6_url`);
+* a status listener on 127.0.0.1 with `stub_status`, read by `server_stats()`.
+
+Every data server answers `/` with `hello\\n` (any method, request body discarded), serves
+files from `root` (`/16k`, `/1m`, optionally a sparse `/big`), and returns 404 for `/status`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .certs import CertBundle, make_certs
+
+__all__ = [
+    "DEFAULT_ADDRESSES",
+    "Nginx",
+    "NginxError",
+    "ServerStats",
+    "find_nginx",
+    "ipv6_loopback_available",
+    "pattern_bytes",
+]
+
+DEFAULT_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+
+# Files created in the document root: name -> size. Contents come from `pattern_bytes`, so a
+# test can compare what it downloaded with `Nginx.file_bytes(name)`.
+STATIC_FILES = {"16k": 16 * 1024, "1m": 1024 * 1024}
+
+_STATUS_RE = re.compile(
+    rb"Active connections:\s*(\d+)\s*"
+    rb"server accepts handled requests\s*(\d+)\s+(\d+)\s+(\d+)\s*"
+    rb"Reading:\s*(\d+)\s*Writing:\s*(\d+)\s*Waiting:\s*(\d+)"
+)
+
+
+class NginxError(RuntimeError):
+    """nginx could not be started, or its status page could not be read."""
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """nginx's stub_status counters, without the connections and requests of the status
+    queries themselves.
+
+    `accepted`, `handled` and `requests` are totals since nginx started; `active`, `reading`,
+    `writing` and `waiting` (idle keep-alive connections) are the state right now. One nginx
+    counts all its server blocks together (HTTP, HTTPS, keep-alive off, IPv6).
+    """
+
+    accepted: int
+    handled: int
+    requests: int
+    active: int
+    reading: int
+    writing: int
+    waiting: int
+
+    def since(self, earlier: ServerStats) -> ServerStats:
+        """Totals counted since `earlier`, with the current gauges: what a test sharing one
+        nginx with other tests wants ("this test opened exactly 64 connections")."""
+        return ServerStats(
+            accepted=self.accepted - earlier.accepted,
+            handled=self.handled - earlier.handled,
+            requests=self.requests - earlier.requests,
+            active=self.active,
+            reading=self.reading,
+            writing=self.writing,
+            waiting=self.waiting,
+        )
+
+
+def find_nginx() -> str | None:
+    """The nginx binary: on PATH, or in the sbin directories PATH often lacks for non-root."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def ipv6_loopback_available() -> bool:
+    """Whether [::1] can be bound here (IPv6 may be disabled in containers)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def pattern_bytes(size: int, seed: int = 0) -> bytes:
+    """Deterministic pseudo-random bytes: unlike a short repeating pattern, a chunk delivered
+    out of order or twice cannot go unnoticed when a test compares the download."""
+    return random.Random(seed).randbytes(size)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _reserve_ports(groups: Sequence[Sequence[str]]) -> list[int]:
+    """One free port per group of hosts, free on every host of its group.
+
+    The probe sockets stay bound until all ports are chosen, so no port is handed out twice;
+    nginx binds them a moment later, and `Nginx.start` retries if something took one meanwhile.
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for hosts in groups:
+            for _ in range(50):
+                first = socket.socket(_family(hosts[0]), socket.SOCK_STREAM)
+                first.bind((hosts[0], 0))
+                port = first.getsockname()[1]
+                group = [first]
+                try:
+                    for host in hosts[1:]:
+                        other = socket.socket(_family(host), socket.SOCK_STREAM)
+                        group.append(other)
+                        other.bind((host, port))
+                except OSError:
+                    for sock in group:
+                        sock.close()
+                    continue
+                held.extend(group)
+                ports.append(port)
+                break
+            else:
+                raise NginxError(f"no port free on all of {list(hosts)}")
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+def _duration(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+def _quote(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Nginx:
+    """A private nginx instance; a context manager (or call `start()` / `stop()`)."""
+
+    def __init__(
+        self,
+        *,
+        addresses: Sequence[str] = DEFAULT_ADDRESSES,
+        keepalive_timeout: float = 75.0,
+        big_file_size: int | None = None,
+        certs: CertBundle | None = None,
+        ipv6: bool | None = None,
+        extra_http_config: str = "",
+        binary: str | None = None,
+        start_timeout: float = 10.0,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one address is needed")
+        self.addresses = tuple(addresses)
+        self.keepalive_timeout = keepalive_timeout
+        self.big_file_size = big_file_size
+        self.extra_http_config = extra_http_config
+        self.start_timeout = start_timeout
+        self._binary = binary
+        self._given_certs = certs
+        self._ipv6_wanted = ipv6
+        self.ipv6 = False
+        self.certs: CertBundle | None = None
+        self.directory: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._finalizer: weakref.finalize[..., Nginx] | None = None
+        self._ports: dict[str, int] = {}
+        # Connections nginx accepted on the status port for our own queries; subtracted from
+        # its counters so tests see only their own traffic.
+        self._status_lock = threading.Lock()
+        self._status_connections = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> Nginx:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise NginxError("already started")
+        binary = self._binary or find_nginx()
+        if binary is None:
+            raise NginxError("nginx is not installed (looked on PATH and in the sbin directories)")
+        self.ipv6 = ipv6_loopback_available() if self._ipv6_wanted is None else self._ipv6_wanted
+        self.directory = Path(tempfile.mkdtemp(prefix="poolhttp-nginx-"))
+        try:
+            self.certs = self._given_certs or make_certs(self.directory / "certs")
+            self._make_root()
+            # Another process can take a port between our probe and nginx's bind; a fresh set
+            # of ports is then the fix, and three collisions in a row mean something else.
+            for attempt in range(3):
+                self._ports = self._pick_ports()
+                (self.directory / "nginx.conf").write_text(self._config())
+                self._launch(binary)
+                try:
+                    with self._status_lock:
+                        self._wait_ready()
+                    return
+                except NginxError:
+                    in_use = "Address already in use" in self.error_log()
+                    self._terminate()
+                    if not in_use or attempt == 2:
+                        raise
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop nginx, reap it and delete the temporary directory (safe to call twice)."""
+        self._terminate()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def _launch(self, binary: str) -> None:
+        assert self.directory is not None
+        # Fresh logs per attempt: a retry must not be judged by the previous attempt's errors.
+        (self.directory / "error.log").write_bytes(b"")
+        self._stderr = open(self.directory / "stderr.log", "wb")  # noqa: SIM115 - closed in stop
+        command = [
+            binary,
+            "-p", str(self.directory),
+            "-c", str(self.directory / "nginx.conf"),
+            "-e", str(self.directory / "error.log"),
+        ]  # fmt: skip
+        # If the test process dies without running its teardown (killed, crashed), nginx must
+        # not outlive it: the kernel signals nginx when the thread that started it exits. Only
+        # done from the main thread, which lives as long as the process.
+        setpriv = shutil.which("setpriv")
+        if setpriv and threading.current_thread() is threading.main_thread():
+            command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr,
+            stderr=self._stderr,
+            # Its own process group, so a stuck master and its worker can be killed together.
+            start_new_session=True,
+        )
+        # Safety net for an instance that is never stopped: at garbage collection or at
+        # interpreter exit, nginx is killed and its directory removed.
+        self._finalizer = weakref.finalize(
+            self, _emergency_cleanup, self._process, self.directory
+        )
+
+    def _terminate(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            # SIGTERM: nginx's fast shutdown. It drops open connections, stops the worker and
+            # exits only once the worker is gone.
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        with self._status_lock:
+            self._status_connections = 0
+
+    def _wait_ready(self) -> None:
+        """Wait until the worker answers on the status port.
+
+        nginx binds every listening socket before it starts its worker, so one successful
+        status query proves all ports are served, without connecting to (and being counted
+        by) the data servers.
+        """
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise NginxError(
+                    f"nginx exited with status {self._process.returncode} at start\n"
+                    f"{self._diagnostics()}"
+                )
+            try:
+                self._query_status(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+                return
+            except (OSError, NginxError) as exc:
+                last_error = exc
+                time.sleep(0.01)
+        raise NginxError(
+            f"nginx did not answer within {self.start_timeout}s ({last_error!r})\n"
+            f"{self._diagnostics()}"
+        )
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _pick_ports(self) -> dict[str, int]:
+        names: list[str] = []
+        groups: list[list[str]] = []
+        for index, address in enumerate(self.addresses):
+            names += [f"http{index}", f"close{index}"]
+            groups += [[address], [address]]
+        names += ["https", "status"]
+        groups += [["127.0.0.1", "::1"] if self.ipv6 else ["127.0.0.1"], ["127.0.0.1"]]
+        if self.ipv6:
+            names.append("ipv6")
+            groups.append(["::1"])
+        return dict(zip(names, _reserve_ports(groups), strict=True))
+
+    def _make_root(self) -> None:
+        assert self.directory is not None
+        (self.directory / "temp").mkdir()
+        root = self.directory / "root"
+        root.mkdir()
+        for name, size in STATIC_FILES.items():
+            (root / name).write_bytes(pattern_bytes(size))
+        if self.big_file_size is not None:
+            # Sparse: the size is set without writing, so a 1 GiB file costs no disk and no time.
+            with open(root / "big", "wb") as handle:
+                handle.truncate(self.big_file_size)
+
+    def _server_block(self, listens: list[str], extra: str = "") -> str:
+        assert self.directory is not None
+        listen_lines = "".join(f"        listen {listen};\n" for listen in listens)
+        return (
+            "    server {\n"
+            f"{listen_lines}"
+            f"        root {_quote(self.directory / 'root')};\n"
+            f"{extra}"
+            '        location = / { default_type text/plain; return 200 "hello\\n"; }\n'
+            "        location = /status { return 404; }\n"
+            "        location / { }\n"
+            "    }\n"
+        )
+
+    def _config(self) -> str:
+        assert self.directory is not None
+        assert self.certs is not None
+        d = self.directory
+        ports = self._ports
+        user = ""
+        if os.geteuid() == 0:
+            # As root, nginx would run its worker as "nobody", which cannot read our private
+            # temporary directory; the worker keeps the invoking identity instead.
+            user = f"user {_identity()};\n"
+        servers = []
+        for index, address in enumerate(self.addresses):
+            servers.append(self._server_block([f"{address}:{ports[f'http{index}']}"]))
+            servers.append(
+                self._server_block(
+                    [f"{address}:{ports[f'close{index}']}"], "        keepalive_timeout 0;\n"
+                )
+            )
+        https_listens = [f"127.0.0.1:{ports['https']} ssl"]
+        if self.ipv6:
+            https_listens.append(f"[::1]:{ports['https']} ssl")
+            servers.append(self._server_block([f"[::1]:{ports['ipv6']}"]))
+        servers.append(
+            self._server_block(
+                https_listens,
+                f"        ssl_certificate {_quote(self.certs.cert_path)};\n"
+                f"        ssl_certificate_key {_quote(self.certs.key_path)};\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n",
+            )
+        )
+        servers.append(
+            "    server {\n"
+            f"        listen 127.0.0.1:{ports['status']};\n"
+            "        keepalive_timeout 0;\n"
+            "        location = /status { stub_status; }\n"
+            "        location / { return 404; }\n"
+            "    }\n"
+        )
+        temp_paths = "".join(
+            f"    {kind}_temp_path {_quote(d / 'temp' / kind)};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        return (
+            "daemon off;\n"
+            "worker_processes 1;\n"
+            f"{user}"
+            f"pid {_quote(d / 'nginx.pid')};\n"
+            f"lock_file {_quote(d / 'nginx.lock')};\n"
+            f"error_log {_quote(d / 'error.log')} warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            "    access_log off;\n"
+            f"{temp_paths}"
+            "    default_type application/octet-stream;\n"
+            "    sendfile on;\n"
+            "    keepalive_requests 1000000;\n"
+            f"    keepalive_timeout {_duration(self.keepalive_timeout)};\n"
+            # Uploads of any size to `/` are accepted (and discarded), for request-body tests.
+            "    client_max_body_size 0;\n"
+            f"{self.extra_http_config}\n"
+            f"{''.join(servers)}"
+            "}\n"
+        )
+
+    # -- addresses -------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if self._process is None:
+            raise NginxError("nginx is not running")
+
+    def port(self, index: int = 0, *, keepalive: bool = True) -> int:
+        self._require_started()
+        return self._ports[f"http{index}" if keepalive else f"close{index}"]
+
+    def url(self, path: str = "/", index: int = 0, *, keepalive: bool = True) -> str:
+        """`http://127.0.0.X:PORT/path` of the server on `addresses[index]`; with
+        `keepalive=False`, a server that closes the connection after every response."""
+        return f"http://{self.addresses[index]}:{self.port(index, keepalive=keepalive)}{path}"
+
+    def origin(self, index: int = 0, *, keepalive: bool = True) -> str:
+        return self.url("", index, keepalive=keepalive)
+
+    @property
+    def https_port(self) -> int:
+        self._require_started()
+        return self._ports["https"]
+
+    def https_url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        """The HTTPS server; `host` may be any of the certificate's names. "localhost" and
+        "::1" work only when IPv6 is available (`self.ipv6`) or localhost resolves to IPv4."""
+        return f"https://{_host_in_url(host)}:{self.https_port}{path}"
+
+    def ipv6_url(self, path: str = "/") -> str | None:
+        """`http://[::1]:PORT/path`, or None when the machine has no IPv6 loopback."""
+        self._require_started()
+        if not self.ipv6:
+            return None
+        return f"http://[::1]:{self._ports['ipv6']}{path}"
+
+    @property
+    def ca_path(self) -> str:
+        """The CA bundle (PEM) that verifies the HTTPS server: pass it as `verify=`."""
+        self._require_started()
+        assert self.certs is not None
+        return str(self.certs.ca_path)
+
+    @property
+    def root(self) -> Path:
+        self._require_started()
+        assert self.directory is not None
+        return self.directory / "root"
+
+    def file_bytes(self, name: str) -> bytes:
+        """The exact content served at `/name` (for comparing downloads)."""
+        return (self.root / name).read_bytes()
+
+    def add_file(self, name: str, data: bytes) -> str:
+        """Serve `data` at `/name` from now on; returns the path for `url()`."""
+        target = self.root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return "/" + name
+
+    def error_log(self) -> str:
+        if self.directory is None:
+            return ""
+        path = self.directory / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _diagnostics(self) -> str:
+        assert self.directory is not None
+        stderr_path = self.directory / "stderr.log"
+        stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+        return f"--- nginx error log ---\n{self.error_log()[-4000:]}\n--- stderr ---\n{stderr}"
+
+    # -- stub_status ---------------------------------------------------------------------
+
+    def _query_status(self, timeout: float = 5.0) -> ServerStats:
+        """One status query over a raw socket (never through the client under test)."""
+        assert self._process is not None
+        with socket.create_connection(("127.0.0.1", self._ports["status"]), timeout) as sock:
+            # Counted as soon as the connection exists: nginx counts it even if the read
+            # below fails.
+            self._status_connections += 1
+            own = self._status_connections
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data = b""
+            deadline = time.monotonic() + timeout
+            # Read to EOF: once nginx closed this connection it no longer counts it as active,
+            # so the next query needs no correction for this one.
+            while len(data) < 65536:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        if not data.startswith(b"HTTP/1.1 200"):
+            raise NginxError(f"unexpected status response: {data[:200]!r}")
+        match = _STATUS_RE.search(data)
+        if match is None:
+            raise NginxError(f"cannot parse stub_status output: {data!r}")
+        active, accepted, handled, requests, reading, writing, waiting = map(int, match.groups())
+        return ServerStats(
+            accepted=accepted - own,
+            handled=handled - own,
+            requests=requests - own,
+            # The query's own connection is open and its request is being written.
+            active=active - 1,
+            reading=reading,
+            writing=writing - 1,
+            waiting=waiting,
+        )
+
+    def server_stats(self) -> ServerStats:
+        """nginx's counters, as if the status queries had never been made."""
+        self._require_started()
+        # One query at a time: a concurrent query would be counted as a client connection.
+        with self._status_lock:
+            return self._query_status()
+
+    def wait_for_stats(
+        self, predicate: Callable[[ServerStats], bool], timeout: float = 5.0
+    ) -> ServerStats:
+        """Poll `server_stats()` until `predicate` holds (nginx notices a client's close
+        asynchronously, so e.g. `active` drops a moment after the client closed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.server_stats()
+            if predicate(stats):
+                return stats
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nginx stats did not reach the expected state: {stats}")
+            time.sleep(0.01)
+
+
+def _identity() -> str:
+    """"user group" of this process, as nginx's `user` directive wants them."""
+    import grp
+    import pwd
+
+    return f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+
+
+def _emergency_cleanup(process: subprocess.Popen[bytes], directory: Path) -> None:
+    _kill_group(process)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a still-running nginx together with its worker, then reap it.
+
+    The group is nginx's own (new session). It is signalled only while the master is alive:
+    then the group id cannot belong to anything else, whereas after the master was reaped the
+    number could be reused.
+    """
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
