@@ -167,7 +167,9 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
-        return self._pool.state.stats()
+        stats = self._pool.state.stats()
+        stats.dns_lookups = self._pool.dns_lookups
+        return stats
 
     async def aclose(self) -> None:
         """Close every connection and fail requests still waiting for one. Idempotent."""

@@ -70,6 +70,10 @@ class AsyncPool:
             self._cancel_expiry()
         self.loop = loop
 
+    @property
+    def dns_lookups(self) -> int:
+        return self._dns.lookups
+
     # -- acquiring ---------------------------------------------------------------------------
     async def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
                       trace: Trace | None) -> Conn:
@@ -296,6 +300,7 @@ class AsyncPool:
             infos = await self.loop.getaddrinfo(host, port, family=family,
                                                 type=socket.SOCK_STREAM)
         except OSError as exc:
+            self._dns.put(key, [], self.loop.time())  # counts the look-up; caches nothing
             raise ConnectError(f"DNS look-up of {host!r} failed: {exc}", origin=origin) from exc
         finally:
             self._lookups.pop(key, None)

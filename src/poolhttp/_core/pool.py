@@ -197,7 +197,8 @@ class PoolStats:
 
     `created`, `reused` and `closed` count since the client started: connections opened,
     requests served on a connection that had served one before, and connections closed.
-    `retries` counts requests sent again on a fresh connection. `per_host` maps an origin
+    `retries` counts requests sent again, and `dns_lookups` the name look-ups made (cached
+    answers and look-ups shared by concurrent requests are not counted). `per_host` maps an origin
     ("http://127.0.0.1:8080") to the same figures for it; origins with nothing open are
     forgotten once more than 1024 are known.
     """
@@ -211,6 +212,7 @@ class PoolStats:
     reused: int = 0
     closed: int = 0
     retries: int = 0
+    dns_lookups: int = 0
     per_host: dict[str, PoolStats] = field(default_factory=dict)
 
 
@@ -327,8 +329,10 @@ class PoolState:
             self._slot_freed(host, now, actions)
             return actions
         conn.idle_since = now
-        expiry = self._expiry if keepalive is None or keepalive >= self._expiry else keepalive
-        conn.expires_at = now + expiry
+        if keepalive is None or keepalive >= self._expiry:
+            conn.expires_at = now + self._expiry
+        else:  # stop using it a little before the server's own idle time-out fires
+            conn.expires_at = now + max(keepalive / 2, keepalive - 0.5)
         if not host.n_waiting and not self._blocked and len(self._idle_lru) < self._keepalive_max:
             host.idle.append(conn)  # the hot path: nobody waits, keep it
             self._idle_lru[conn] = None

@@ -144,7 +144,9 @@ class Client(ClientBase[Response]):
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
         with self._pool.lock:
-            return self._pool.state.stats()
+            stats = self._pool.state.stats()
+            stats.dns_lookups = self._pool.dns_lookups
+        return stats
 
     def close(self) -> None:
         """Close every connection and fail requests still waiting for one. Idempotent."""

@@ -243,8 +243,15 @@ class SyncConnection:
                                   reused=self.conn.requests > 1)
 
     def close(self) -> None:
+        """Close the socket. When the client is closed under a request in flight, another
+        thread may be blocked in recv() on it: shutdown() wakes it, close() alone would not."""
         if not self.closed:
             self.closed = True
+            try:
+                if self._active:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             try:
                 self.sock.close()
             except OSError:

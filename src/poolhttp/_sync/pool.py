@@ -1,8 +1,9 @@
 """The threaded driver of the pool core.
 
-One lock guards PoolState. Each input runs under it; waking a waiter (releasing its private
-lock) happens under it too, since that never blocks. Everything that can block -- connecting,
-resolving, closing sockets -- happens after it is released.
+One lock guards PoolState. Each input runs under it, and its actions are carried out under it
+too, in order: waking a waiter (releasing its private lock) and closing a socket never block,
+and closing before waking means a slot handed on is never used while the old socket is still
+open. What can block -- connecting, resolving -- happens after the lock is released.
 
 A waiting thread sleeps on its own `threading.Lock`. When the core opens a connection for a
 waiter (`Open(conn, ticket)`), that waiter's thread dials it: the thread that caused the
@@ -110,6 +111,10 @@ class SyncPool:
         self.state = PoolState(self.client.limits)
         self._lookups = {}
 
+    @property
+    def dns_lookups(self) -> int:
+        return self._dns.lookups
+
     # -- acquiring ---------------------------------------------------------------------------
     def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
                 trace: Trace | None) -> Conn:
@@ -138,8 +143,7 @@ class SyncPool:
             end = deadline
         waiter = ticket.waiter
         with self.lock:
-            closes = self._apply(self.state.request(ticket, now), ticket)
-        self._close_all(closes)
+            self._apply(self.state.request(ticket, now), ticket)
         if ticket.conn is not None:
             return ticket.conn
         while True:
@@ -159,24 +163,21 @@ class SyncPool:
                     waiter.woken = False
                     if ticket.conn is None and waiter.error is None:
                         continue  # handed a connection to dial
-                    closes = self._hand_on_dials(waiter)
+                    self._hand_on_dials(waiter)
                     error = waiter.error
                 else:  # timed out: leave the queue, hand on what we were to dial
-                    closes = self._apply(self.state.cancelled(ticket, time.monotonic()), None)
-                    closes += self._hand_on_dials(waiter)
+                    self._apply(self.state.cancelled(ticket, time.monotonic()), None)
+                    self._hand_on_dials(waiter)
                     error = None
-            self._close_all(closes)
             if ticket.conn is not None:
                 return ticket.conn
             raise error if error is not None else self._timeout_error(ticket, total_first, limit)
 
-    def _hand_on_dials(self, waiter: _Waiter) -> list[Conn]:
+    def _hand_on_dials(self, waiter: _Waiter) -> None:
         """(Under the lock.) Return our undialled connections to the core, which opens them
         for whoever still waits."""
-        closes: list[Conn] = []
         for conn in self._take_dials(waiter):
-            closes += self._apply(self.state.connect_failed(conn, None, time.monotonic()), None)
-        return closes
+            self._apply(self.state.connect_failed(conn, None, time.monotonic()), None)
 
     def _take_dials(self, waiter: _Waiter) -> list[Conn]:
         dials, waiter.dials = waiter.dials, []
@@ -200,13 +201,16 @@ class SyncPool:
                            origin=ticket.key, timeout=limit)
 
     # -- applying the core's actions (under the lock) ------------------------------------------
-    def _apply(self, actions: list[Action], me: SyncTicket | None) -> list[Conn]:
-        """Wake waiters and hand out dials; return the connections to close after unlocking."""
-        closes: list[Conn] = []
+    def _apply(self, actions: list[Action], me: SyncTicket | None) -> None:
+        """Carry out actions, in order, under the pool lock. Sockets are closed here rather
+        than after unlocking: a close without linger does not block, and closing first means
+        a slot handed to another waiter is never used while the old socket is still open."""
         for action in actions:
             kind = type(action)
             if kind is Close:
-                closes.append(action.conn)  # type: ignore[union-attr]
+                io = action.conn.io  # type: ignore[union-attr]
+                if io is not None:
+                    io.close()
             elif kind is Assign:
                 action.ticket.waiter.wake()  # type: ignore[union-attr]
             elif kind is Open:
@@ -218,13 +222,6 @@ class SyncPool:
                 assert isinstance(action, Fail)
                 action.ticket.waiter.error = action.error
                 action.ticket.waiter.wake()
-        return closes
-
-    @staticmethod
-    def _close_all(conns: list[Conn]) -> None:
-        for conn in conns:
-            if conn.io is not None:
-                conn.io.close()
 
     def count_retry(self) -> None:
         with self.lock:
@@ -232,15 +229,13 @@ class SyncPool:
 
     def purge_idle(self, key: str) -> None:
         with self.lock:
-            closes = self._apply(self.state.purge_idle(key, time.monotonic()), None)
-        self._close_all(closes)
+            self._apply(self.state.purge_idle(key, time.monotonic()), None)
 
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
         with self.lock:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
-            closes = self._apply(actions, None) if actions else None
-        if closes:
-            self._close_all(closes)
+            if actions:
+                self._apply(actions, None)
 
     # -- connecting --------------------------------------------------------------------------
     def _dial(self, conn: Conn, ticket: SyncTicket) -> None:
@@ -251,13 +246,11 @@ class SyncPool:
             sock = self._establish(origin, timeout, ticket.deadline, ticket.trace)
         except HTTPError as exc:
             with self.lock:
-                closes = self._apply(self.state.connect_failed(conn, exc, time.monotonic()),
-                                     ticket)
+                self._apply(self.state.connect_failed(conn, exc, time.monotonic()), ticket)
         else:
             conn.io = SyncConnection(self, conn, origin.key, sock)
             with self.lock:
-                closes = self._apply(self.state.connected(conn, time.monotonic()), ticket)
-        self._close_all(closes)
+                self._apply(self.state.connected(conn, time.monotonic()), ticket)
 
     def _establish(self, origin: Origin, timeout: float | None, deadline: float | None,
                    trace: Trace | None) -> socket.socket:
@@ -356,5 +349,4 @@ class SyncPool:
     # -- closing -------------------------------------------------------------------------
     def close(self) -> None:
         with self.lock:
-            closes = self._apply(self.state.close_all(), None)
-        self._close_all(closes)
+            self._apply(self.state.close_all(), None)
