@@ -204,9 +204,12 @@ def _normalise_host(host: str, text: str) -> str:
     if _HOST_OK.fullmatch(host):
         return host.lower()
     try:
-        return host.encode("idna").decode("ascii").lower()
+        encoded = host.encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
         raise InvalidURL(f"invalid host name {host!r} in URL {text!r}", url=text) from exc
+    if not _HOST_OK.fullmatch(encoded):  # the idna codec lets spaces and punctuation through
+        raise InvalidURL(f"invalid host name {host!r} in URL {text!r}", url=text)
+    return encoded
 
 
 _ORIGINS: dict[tuple[str, str, int], Origin] = {}

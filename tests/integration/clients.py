@@ -66,8 +66,13 @@ class AsyncFacade:
         return self.call(snapshot())
 
     def close(self) -> None:
+        """Close the client (the loop keeps running: see `shutdown`)."""
+        self.call(self.client.aclose())
+
+    def shutdown(self) -> None:
+        """Close the client, then stop and close its loop."""
         try:
-            self.call(self.client.aclose())
+            self.close()
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
@@ -77,7 +82,7 @@ class AsyncFacade:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.shutdown()
 
 
 class StreamFacade:

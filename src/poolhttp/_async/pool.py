@@ -9,6 +9,7 @@ the whole pool, armed for the oldest idle connection.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -241,7 +242,7 @@ class AsyncPool:
                 await loop.sock_connect(sock, sockaddr)
             except OSError as exc:
                 sock.close()
-                errors.append(f"{sockaddr[0]}: {exc.strerror or exc}")
+                errors.append(f"{sockaddr[0]}: {_describe(exc)}")
                 continue
             except BaseException:
                 sock.close()
@@ -348,3 +349,8 @@ class AsyncPool:
     def check_open(self) -> None:
         if self.state.is_closed:
             raise PoolClosed("the client is closed")
+
+
+def _describe(exc: OSError) -> str:
+    """'Connection refused' rather than asyncio's 'Connect call failed (...)'."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)

@@ -9,6 +9,7 @@ system call instead of poll() plus recv(); a TLS socket uses Python's own time-o
 from __future__ import annotations
 
 import math
+import select
 import socket
 import ssl
 import struct
@@ -83,8 +84,14 @@ class SyncConnection:
     def is_reusable(self) -> bool:
         """Peek without blocking: an idle connection must have nothing to read. EOF means the
         server closed it; bytes mean it is out of step. Either way it must not be used."""
-        if self._is_tls and self.sock.pending():  # type: ignore[attr-defined]
-            return False
+        if self._is_tls:
+            # A TLS socket carries a Python time-out, and Python polls before a recv() on
+            # such a socket even with MSG_DONTWAIT; ask poll() directly, without waiting.
+            if self.sock.pending():  # type: ignore[attr-defined]
+                return False
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
         try:
             socket.socket.recv(self.sock, 1, _PEEK)
         except BlockingIOError:

@@ -296,7 +296,7 @@ class SyncPool:
                                    f"{exc.verify_message}", origin=origin.key) from exc
             except OSError as exc:
                 sock.close()
-                errors.append(f"{sockaddr[0]}: {exc.strerror or exc}")
+                errors.append(f"{sockaddr[0]}: {_describe(exc)}")
         if not errors or errors[-1].endswith("timed out"):
             raise ConnectTimeout(f"no connection to {origin.key} within {timeout:g}s (connect "
                                  "time-out)" if timeout is not None else
@@ -350,3 +350,8 @@ class SyncPool:
     def close(self) -> None:
         with self.lock:
             self._apply(self.state.close_all(), None)
+
+
+def _describe(exc: OSError) -> str:
+    """'Connection refused' rather than asyncio's 'Connect call failed (...)'."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
