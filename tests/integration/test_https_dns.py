@@ -150,7 +150,7 @@ def test_dns_cache_ttl(client_kind: str, nginx: Nginx) -> None:
 
 def test_failed_lookup_is_a_connect_error(client_kind: str) -> None:
     with make_client(client_kind) as client:
-        with pytest.raises(poolhttp.ConnectError, match="DNS look-up of 'no-such-host.invalid'"):
+        with pytest.raises(poolhttp.ConnectError, match=r"DNS look-up of 'no-such-host\.invalid'"):
             client.get("http://no-such-host.invalid/")
         assert client.stats().connections == 0
 
@@ -175,7 +175,7 @@ def test_family_forces_the_address_family(client_kind: str, nginx: Nginx) -> Non
     events: list[dict] = []
     with make_client(client_kind, family=socket.AF_INET) as client:
         client.get(localhost_url(nginx), trace=lambda e, info: events.append(info))
-    addresses = [info["addresses"] for info in events if "addresses" in info][0]
+    addresses = next(info["addresses"] for info in events if "addresses" in info)
     assert {family for family, _ in addresses} == {socket.AF_INET}
     with pytest.raises(ValueError, match="family must be"):
         poolhttp.Client(family=12345)

@@ -30,7 +30,8 @@ def test_framings_and_reuse_after_each(client_kind: str, scripted_server) -> Non
 
 def test_body_until_close(client_kind: str, scripted_server) -> None:
     server = scripted_server(in_sequence(
-        Reply.raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end").close_after(),
+        Reply.raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        .close_after(),
         Reply.ok(b"again")))
     with make_client(client_kind) as client:
         assert client.get(server.url()).content == b"until the end"
@@ -145,9 +146,8 @@ def test_bad_urls_are_refused_before_sending(client_kind: str, url: str, words: 
 def test_bad_request_arguments_are_refused_before_sending(
         client_kind: str, scripted_server, kwargs: dict, error: type, words: str) -> None:
     server = scripted_server()
-    with make_client(client_kind) as client:
-        with pytest.raises(error) as info:
-            client.post(server.url(), **kwargs)
+    with make_client(client_kind) as client, pytest.raises(error) as info:
+        client.post(server.url(), **kwargs)
     assert words in str(info.value)
     assert server.accepted == 0
 
