@@ -48,6 +48,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.closed: set[int] = set()  # conn ids the pool asked us to close
         self.open_ids: set[int] = set()  # conn ids opened and not closed (the "server view")
         self.open_by_origin: dict[str, int] = {}
+        self.served: dict[int, int] = {}  # conn id -> requests it carried (for `reused`)
 
     # -- the fake driver -------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> None:
@@ -69,7 +70,7 @@ class PoolMachine(RuleBasedStateMachine):
                 assert not older, f"FIFO broken: {ticket} served before {older}"
                 assert all(c is not conn for _, c in self.using), "connection handed out twice"
                 self.waiting.remove(ticket)
-                self.using.append((ticket, conn))
+                self.hand_out(ticket, conn)
             elif isinstance(action, Fail):
                 self.waiting.remove(action.ticket)
             else:
@@ -82,19 +83,27 @@ class PoolMachine(RuleBasedStateMachine):
                 if conn in self.connecting:
                     self.connecting.remove(conn)
 
+    def hand_out(self, ticket: Ticket, conn: Conn) -> None:
+        self.using.append((ticket, conn))
+        self.served[conn.id] = self.served.get(conn.id, 0) + 1
+
+    def take_back(self, conn: Conn) -> None:
+        """A handed-out connection comes back without having carried its request."""
+        self.served[conn.id] -= 1
+
     # -- rules -------------------------------------------------------------------------------
     @rule(origin=st.sampled_from(ORIGINS))
     def request(self, origin: str) -> None:
         conn = self.pool.checkout(origin, self.now)
         if conn is not None:
             assert not [t for t in self.waiting if t.key == origin], "checkout jumped the queue"
-            self.using.append((Ticket(origin), conn))
+            self.hand_out(Ticket(origin), conn)
             return
         ticket = Ticket(origin)
         actions = self.pool.request(ticket, self.now)
         if ticket.conn is not None:
             self.apply(actions)
-            self.using.append((ticket, ticket.conn))
+            self.hand_out(ticket, ticket.conn)
         else:
             self.waiting.append(ticket)
             self.apply(actions)
@@ -144,7 +153,27 @@ class PoolMachine(RuleBasedStateMachine):
         candidates = [(t, c) for t, c in self.using if t.seq]
         ticket, conn = candidates[index % len(candidates)]
         self.using.remove((ticket, conn))
+        self.take_back(conn)
         self.apply(self.pool.cancelled(ticket, self.now))
+
+    @precondition(lambda self: self.using)
+    @rule(index=st.integers(0, 100), reusable=st.booleans())
+    def found_dead_before_use(self, index: int, reusable: bool) -> None:
+        """The driver finds a connection it was handed unusable (peer closed it) or its
+        request gave up before using it."""
+        _, conn = self.using.pop(index % len(self.using))
+        self.take_back(conn)
+        if not reusable:
+            self.open_ids.discard(conn.id)
+            self.open_by_origin[conn.key] -= 1
+            self.closed.add(conn.id)
+            actions = self.pool.unused(conn, False, self.now)
+            self.closed.discard(conn.id)
+            self.open_ids.add(conn.id)
+            self.open_by_origin[conn.key] += 1
+            self.apply(actions)
+            return
+        self.apply(self.pool.unused(conn, True, self.now))
 
     @precondition(lambda self: any(c.state == IDLE for c in self.pool.connections()))
     @rule(index=st.integers(0, 100))
@@ -175,6 +204,7 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.active == len(self.using)
         assert stats.connecting == len(self.connecting)
         assert stats.created - stats.closed == stats.connections
+        assert stats.reused == sum(n - 1 for n in self.served.values() if n > 1)
 
     @invariant()
     def waiters_are_covered(self) -> None:

@@ -599,7 +599,9 @@ class ScriptedServer:
     Options:
       idle_close_ms / idle_close_with: close a connection on which no request starts within
         that many milliseconds (after accept and after each reply), with "fin" or "rst".
-      on_accept: "serve" (default); "stall" accepts and never reads or writes (for
+      on_accept: "serve" (default); "deaf" accepts and never reads a byte (for write
+        time-outs: the client's writes block once the kernel buffers fill); "stall" accepts,
+        reads and discards input, and never writes (for
         handshake and read time-outs); "close" / "reset" end each connection at once.
       tls: serve HTTPS with these certificates (or this server context).
       send_continue: answer `Expect: 100-continue` with an interim 100 response.
@@ -614,7 +616,7 @@ class ScriptedServer:
         *,
         idle_close_ms: int | None = None,
         idle_close_with: Literal["fin", "rst"] = "fin",
-        on_accept: Literal["serve", "stall", "close", "reset"] = "serve",
+        on_accept: Literal["serve", "deaf", "stall", "close", "reset"] = "serve",
         tls: CertBundle | ssl.SSLContext | None = None,
         send_continue: bool = True,
         backlog: int = 128,
@@ -899,6 +901,10 @@ class ScriptedServer:
     ) -> Literal["client", "server", "stop"]:
         if self.on_accept == "stall":
             return await self._hold(reader)
+        if self.on_accept == "deaf":
+            # Read nothing at all: the kernel buffers fill and the client's writes block.
+            writer.transport.pause_reading()
+            await asyncio.Event().wait()  # until the server stops (cancellation)
         if self.on_accept == "close":
             await self._close(writer)
             return "server"

@@ -119,7 +119,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             proto: AsyncConnection = conn.io
             if not proto.closing:
                 break
-            pool.release(conn, False, None)  # its transport went away before we could use it
+            pool.unused(conn)  # its transport went away before we could use it
         if trace is not None:
             emit(trace, "connection.acquired", reused=conn.requests > 1, connection_id=conn.id,
                  origin=origin.key)

@@ -159,6 +159,10 @@ class AsyncPool:
         if self._expiry_timer is None and reusable:
             self._arm_expiry()
 
+    def unused(self, conn: Conn) -> None:
+        """A connection handed out turned out dead before carrying its request."""
+        self.apply(self.state.unused(conn, False, self.loop.time()))
+
     def purge_idle(self, key: str) -> None:
         self.apply(self.state.purge_idle(key, self.loop.time()))
 

@@ -15,6 +15,7 @@ Inputs                                   Actions
   released(conn, reusable, now, keepalive)
   discard(conn, now)   idle socket closed by the peer
   cancelled(ticket, now)
+  unused(conn, reusable, now)  handed out, never used
   purge_idle(key, now) idle ones of an origin are suspect
   expire(now)
   close_all()
@@ -370,13 +371,18 @@ class PoolState:
         ticket.state = CANCELLED
         if conn is None or conn.state is not ACTIVE:
             return NO_ACTIONS
-        # Assigned, but the request never ran on it: undo the counting and take it back.
-        ticket.conn = None
-        conn.requests -= 1
-        if conn.requests:
-            self.reused -= 1
-            conn.host.reused -= 1
-        return self.released(conn, True, now)
+        ticket.conn = None  # assigned, but the request never ran on it: take it back
+        return self.unused(conn, True, now)
+
+    def unused(self, conn: Conn, reusable: bool, now: float) -> list[Action]:
+        """A connection handed out (checkout or Assign) comes back without having carried
+        its request (found dead, or its requester gave up): undo the counting, release it."""
+        if conn.state is ACTIVE:
+            conn.requests -= 1
+            if conn.requests:
+                self.reused -= 1
+                conn.host.reused -= 1
+        return self.released(conn, reusable, now)
 
     def purge_idle(self, key: str, now: float) -> list[Action]:
         """Close every idle connection to `key`: one of them was found closed by the server,

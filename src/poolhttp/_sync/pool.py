@@ -128,7 +128,8 @@ class SyncPool:
             io: SyncConnection = conn.io
             if conn.requests == 1 or io.is_reusable():
                 return conn
-            self.release(conn, False, None)  # closed by the server while idle: next one
+            with self.lock:  # closed by the server while idle: never used, try the next one
+                self._apply(self.state.unused(conn, False, time.monotonic()), None)
 
     def _wait(self, origin: Origin, timeout: Timeout, deadline: float | None,
               trace: Trace | None) -> Conn:
