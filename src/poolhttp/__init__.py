@@ -42,10 +42,13 @@ from ._models import Request, Response, ResponseNotRead, StreamConsumed
 from ._sync.client import Client
 from ._urls import URL, Origin
 from ._version import __version__
+from .bulk import BulkRequest, BulkResult, fetch_many, fetch_many_sync
 
 __all__ = [
     "URL",
     "AsyncClient",
+    "BulkRequest",
+    "BulkResult",
     "Client",
     "ConnectError",
     "ConnectTimeout",
@@ -81,4 +84,6 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
     "__version__",
+    "fetch_many",
+    "fetch_many_sync",
 ]

@@ -169,7 +169,8 @@ class Response:
 
     @property
     def elapsed(self) -> datetime.timedelta:
-        """From the call until the response was read (for streams: until its headers arrived)."""
+        """From sending the request until its response was read (for a stream: until its
+        headers arrived). Time spent waiting for a connection is not included."""
         return datetime.timedelta(seconds=self._elapsed)
 
     @property

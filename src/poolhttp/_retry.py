@@ -7,9 +7,10 @@ raising, or by returning None for "keep this response"). The clients only sleep 
 Two kinds of retry live here:
 - The keep-alive race. A request that fails on a reused connection before any byte of a
   response arrived most likely met a connection the server had just closed. It is resent once,
-  at once, on a fresh connection, if it is safe to resend (an idempotent method or an
-  `Idempotency-Key` header); otherwise `StaleConnectionError` says it may not have been
-  processed. This happens whatever the `Retry` policy says, and counts in `stats().retries`.
+  at once, if it is safe to resend (an idempotent method or an `Idempotency-Key` header);
+  otherwise `StaleConnectionError` says it may not have been processed. The resend goes out on
+  another connection: one verified alive, or a new one. This happens whatever the `Retry`
+  policy says, and counts in `stats().retries`.
 - The `Retry` policy: connect, read and status retries with backoff.
 """
 
@@ -41,8 +42,7 @@ class RetryPlan:
     """The retry state of one request (created on its first failure, so it costs nothing on
     the fast path)."""
 
-    __slots__ = ("_idempotent", "_resendable", "errors", "policy", "retried_stale",
-                 "wants_fresh")
+    __slots__ = ("_idempotent", "_resendable", "errors", "policy", "retried_stale")
 
     def __init__(self, policy: Retry, request: Request) -> None:
         self.policy = policy
@@ -51,16 +51,13 @@ class RetryPlan:
         self._resendable = request.stream is None  # a streamed body cannot be replayed
         self.errors: list[BaseException] = []
         self.retried_stale = False
-        self.wants_fresh = False  # the next attempt must not reuse an idle connection
 
     def after_error(self, error: TransportError) -> float:
         """Seconds to wait before the next attempt; raises what the caller should see."""
         self.errors.append(error)
-        self.wants_fresh = False
         if isinstance(error, ServerDisconnected) and error.reused and not error.response_started:
             if self._idempotent and self._resendable and not self.retried_stale:
                 self.retried_stale = True
-                self.wants_fresh = True
                 return 0.0
             if not self._idempotent:
                 raise StaleConnectionError(
@@ -77,6 +74,11 @@ class RetryPlan:
             self._give_up(error)
         self.policy = self.policy.increment(kind)
         return self.policy.backoff(random.random())
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made so far (each failure or retried response is one)."""
+        return len(self.errors)
 
     def after_response(self, response: Response, wall_now: float) -> float | None:
         """None to keep `response`; else seconds to wait before retrying (the caller closes

@@ -151,8 +151,9 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             else:
                 delay = plan.after_error(outcome)  # raises when there is no retry left
             self._pool.state.retries += 1
-            if plan.wants_fresh:
-                self._pool.purge_idle(request.url.origin.key)
+            if trace is not None:
+                emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
+                     reason=str(plan.errors[-1]))
             if delay:
                 if deadline is not None and loop.time() + delay >= deadline:
                     raise TotalTimeout(f"no response from {request.url.origin} within the total "

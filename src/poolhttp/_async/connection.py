@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from .._client_base import Trace, emit
@@ -59,7 +60,7 @@ class AsyncConnection(asyncio.Protocol):
         self._request: Request | None = None
         self._stream: AsyncBodyStream | None = None
         self._streaming = False
-        self._started = 0.0
+        self._sent_at = 0.0
         self._chunks: list[bytes] = []
         self._status = 0
         self._reason = b""
@@ -90,7 +91,7 @@ class AsyncConnection(asyncio.Protocol):
         self._future = future
         self._request = request
         self._streaming = stream
-        self._started = started
+        self._sent_at = perf_counter()  # for Response.elapsed (loop.time() may tick in ms)
         self._chunks = []
         self._reader.expect(request.method == "HEAD")
         self._read_timeout = _INF if read_timeout is None else read_timeout
@@ -210,7 +211,7 @@ class AsyncConnection(asyncio.Protocol):
             stream = self._stream = AsyncBodyStream(self)
             response = Response.from_wire(
                 status, reason, _VERSIONS.get(self._reader.http_version, "HTTP/1.1"), headers,
-                None, self._request, self._loop.time() - self._started)
+                None, self._request, perf_counter() - self._sent_at)
             response._stream = stream
             if not future.done():
                 future.set_result(response)
@@ -223,7 +224,6 @@ class AsyncConnection(asyncio.Protocol):
             stream.feed(chunk)
 
     def on_complete(self, keep_alive: bool) -> None:
-        now = self._loop.time()
         future, self._future = self._future, None
         request, self._request = self._request, None
         stream, self._stream = self._stream, None
@@ -243,7 +243,7 @@ class AsyncConnection(asyncio.Protocol):
             future.set_result(Response.from_wire(
                 self._status, self._reason, _VERSIONS.get(self._reader.http_version, "HTTP/1.1"),
                 headers, b"".join(chunks) if len(chunks) != 1 else chunks[0], request,
-                now - self._started))
+                perf_counter() - self._sent_at))
 
     # -- ending an exchange ------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:

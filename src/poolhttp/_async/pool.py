@@ -163,9 +163,6 @@ class AsyncPool:
         """A connection handed out turned out dead before carrying its request."""
         self.apply(self.state.unused(conn, False, self.loop.time()))
 
-    def purge_idle(self, key: str) -> None:
-        self.apply(self.state.purge_idle(key, self.loop.time()))
-
     def discard(self, conn: Conn) -> None:
         """An idle connection's transport was lost or went out of step."""
         if conn.state == "idle":

@@ -16,7 +16,6 @@ Inputs                                   Actions
   discard(conn, now)   idle socket closed by the peer
   cancelled(ticket, now)
   unused(conn, reusable, now)  handed out, never used
-  purge_idle(key, now) idle ones of an origin are suspect
   expire(now)
   close_all()
 
@@ -383,20 +382,6 @@ class PoolState:
                 self.reused -= 1
                 conn.host.reused -= 1
         return self.released(conn, reusable, now)
-
-    def purge_idle(self, key: str, now: float) -> list[Action]:
-        """Close every idle connection to `key`: one of them was found closed by the server,
-        so the others, idle at least as long, are suspect too."""
-        host = self._hosts.get(key)
-        if host is None or not host.idle:
-            return NO_ACTIONS
-        actions: list[Action] = []
-        while host.idle:
-            conn = host.idle.pop()
-            del self._idle_lru[conn]
-            self._close(conn, actions)
-        self._slot_freed(host, now, actions)
-        return actions
 
     def expire(self, now: float) -> list[Action]:
         """Close idle connections that sat unused for `keepalive_expiry`."""

@@ -86,8 +86,7 @@ class Client(ClientBase[Response]):
         started = time.monotonic()
         deadline = None if timeout.total is None else started + timeout.total
         try:
-            response = self._attempt(request, head, body, timeout, deadline, stream, started,
-                                     trace)
+            response = self._attempt(request, head, body, timeout, deadline, stream, trace)
         except TransportError as exc:
             return self._retry(exc, request, head, body, timeout, deadline, stream, trace)
         if self._status_retries and response.status_code in self.retries.status_forcelist:
@@ -95,8 +94,7 @@ class Client(ClientBase[Response]):
         return response
 
     def _attempt(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-                 deadline: float | None, stream: bool, started: float,
-                 trace: Trace | None) -> Response:
+                 deadline: float | None, stream: bool, trace: Trace | None) -> Response:
         """One try: a connection, the request out, the response (or its head) in."""
         conn = self._pool.acquire(request.url.origin, timeout, deadline, trace)
         io: SyncConnection = conn.io
@@ -105,7 +103,7 @@ class Client(ClientBase[Response]):
                  origin=conn.key)
         try:
             io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
-            response = io.receive(request, started, stream)
+            response = io.receive(request, stream)
         except BaseException:
             io.abandon()
             raise
@@ -127,8 +125,9 @@ class Client(ClientBase[Response]):
             else:
                 delay = plan.after_error(outcome)  # raises when there is no retry left
             self._pool.count_retry()
-            if plan.wants_fresh:
-                self._pool.purge_idle(request.url.origin.key)
+            if trace is not None:
+                emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
+                     reason=str(plan.errors[-1]))
             if delay:
                 if deadline is not None and time.monotonic() + delay >= deadline:
                     raise TotalTimeout(f"no response from {request.url.origin} within the total "
@@ -136,8 +135,7 @@ class Client(ClientBase[Response]):
                                        origin=request.url.origin.key, timeout=timeout.total)
                 time.sleep(delay)
             try:
-                outcome = self._attempt(request, head, body, timeout, deadline, stream,
-                                        time.monotonic(), trace)
+                outcome = self._attempt(request, head, body, timeout, deadline, stream, trace)
             except TransportError as exc:
                 outcome = exc
 

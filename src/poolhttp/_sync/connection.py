@@ -79,6 +79,7 @@ class SyncConnection:
         self._read_timeout: float | None = None
         self._deadline: float | None = None
         self._trace: Trace | None = None
+        self._sent_at = 0.0
 
     # -- liveness ------------------------------------------------------------------------
     def is_reusable(self) -> bool:
@@ -115,6 +116,7 @@ class SyncConnection:
         self._read_timeout = read_timeout
         self._deadline = deadline
         self._reader.expect(request.method == "HEAD")
+        self._sent_at = time.perf_counter()
         sock = self.sock
         try:
             self._set_write_timeout(write_timeout, deadline)
@@ -152,7 +154,7 @@ class SyncConnection:
                 self.sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.sock.sendall(b"0\r\n\r\n")
 
-    def receive(self, request: Request, started: float, stream: bool) -> Response:
+    def receive(self, request: Request, stream: bool) -> Response:
         """Read the response: its head only when `stream`, else all of it."""
         try:
             while not self._head_done:
@@ -163,7 +165,7 @@ class SyncConnection:
         except TransportError as exc:
             raise self._fail(exc) from None
         chunks = self._chunks
-        elapsed = time.monotonic() - started
+        elapsed = time.perf_counter() - self._sent_at
         version = _VERSIONS.get(self._reader.http_version, "HTTP/1.1")
         if stream:
             response = Response.from_wire(self._status, self._reason, version, self._headers,

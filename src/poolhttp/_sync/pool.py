@@ -228,10 +228,6 @@ class SyncPool:
         with self.lock:
             self.state.retries += 1
 
-    def purge_idle(self, key: str) -> None:
-        with self.lock:
-            self._apply(self.state.purge_idle(key, time.monotonic()), None)
-
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
         with self.lock:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
