@@ -1,0 +1,210 @@
+"""The `poolhttp` command (also `python -m poolhttp`).
+
+    poolhttp fetch URLS [--db results.sqlite] [--jsonl out.jsonl] [--resume] ...
+    poolhttp get URL [-v]
+    poolhttp doctor [--max-connections N]
+    poolhttp demo [--count N]
+
+Exit status: 0 done; 1 the run failed (e.g. the database could not be written); 2 bad flags
+or unusable input (nothing was sent); 3 `fetch` finished but skipped malformed input lines;
+130 interrupted (results so far are saved; `--resume` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+
+from .._version import __version__
+from ..bulk import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
+from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"poolhttp {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"poolhttp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): not worth a traceback.
+        sys.stderr.close()
+        return EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poolhttp", description="HTTP client tools built on poolhttp's connection pool.")
+    parser.add_argument("--version", action="version", version=f"poolhttp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_fetch(commands)
+    _add_get(commands)
+    _add_doctor(commands)
+    _add_demo(commands)
+    return parser
+
+
+# -- argument types: each names the problem ---------------------------------------------------
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}")
+    return value
+
+
+def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._inputs import FORMATS
+
+    p = commands.add_parser(
+        "fetch", help="fetch a list of URLs into SQLite (and/or JSONL)",
+        description="Fetch every URL of a list through one connection pool, with bounded "
+                    "concurrency, and store one result per input line.")
+    p.add_argument("urls", metavar="URLS",
+                   help="file of URLs: one per line, or CSV/JSONL with a url column; '-' reads "
+                        "standard input")
+    p.add_argument("--db", metavar="PATH",
+                   help="SQLite results database (default: results.sqlite, unless only "
+                        "--jsonl is given)")
+    p.add_argument("--jsonl", metavar="PATH", help="also append results as JSON lines ('-': "
+                                                   "standard output)")
+    p.add_argument("-c", "--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
+                   metavar="N", help=f"requests in flight (default {DEFAULT_CONCURRENCY})")
+    p.add_argument("--per-host", type=positive_int, default=DEFAULT_PER_HOST, metavar="N",
+                   help=f"requests in flight to one origin (default {DEFAULT_PER_HOST})")
+    p.add_argument("--rate", type=positive_float, metavar="R",
+                   help="at most R requests per second to each origin")
+    p.add_argument("--timeout", type=positive_float, metavar="S",
+                   help="time-out in seconds for each phase (connect, read, write, pool)")
+    p.add_argument("--retries", type=count, default=0, metavar="N",
+                   help="retry a failed request up to N times (connect errors; read errors and "
+                        "429/5xx for idempotent methods), with backoff")
+    p.add_argument("--keep-bodies", action="store_true", default=None,
+                   help="store response bodies (default: only their size and SHA-256)")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
+                   help="header sent with every request (repeatable)")
+    p.add_argument("-X", "--method", metavar="M", help="HTTP method (default GET)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the last unfinished run over URLS in --db")
+    p.add_argument("--format", choices=FORMATS, help="input format (default auto)")
+    _add_display_flags(p)
+    p.set_defaults(handler=_run_fetch)
+
+
+def _add_display_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto",
+                   help="progress display (auto: a bar on a terminal, lines otherwise)")
+    p.add_argument("--progress-interval", type=positive_float, default=5.0, metavar="S",
+                   help="seconds between plain progress lines (default 5)")
+    p.add_argument("--batch", type=positive_int, default=1000, metavar="N",
+                   help="results per database transaction (default 1000)")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="event loop (auto: uvloop when installed)")
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from ._drive import fetch_command
+    from ._fetch import FetchArgs
+
+    return fetch_command(FetchArgs.from_namespace(args))
+
+
+def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("get", help="one request, like curl; -v shows timings",
+                            description="Send one request and write the body to standard "
+                                        "output.")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the exchange and its timings on standard error")
+    p.add_argument("-X", "--method", default="GET", metavar="M", help="HTTP method")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
+                   help="request header (repeatable)")
+    p.add_argument("-d", "--data", metavar="TEXT", help="request body ('@file' reads a file)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
+    p.add_argument("-i", "--include", action="store_true",
+                   help="write the response head before the body")
+    p.add_argument("-f", "--fail", action="store_true",
+                   help="exit with status 22 for an HTTP error status (>= 400)")
+    p.add_argument("--timeout", type=positive_float, metavar="S", help="time-out in seconds")
+    p.set_defaults(handler=_run_get)
+
+
+def _run_get(args: argparse.Namespace) -> int:
+    from ._get import run_get
+
+    return run_get(args)
+
+
+def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("doctor", help="the limits of this host that bite connection pools",
+                            description="Show the open-file limit, the ephemeral port range "
+                                        "and TCP sockets by state, and what they mean for a "
+                                        "pool of a given size.")
+    p.add_argument("--max-connections", type=positive_int, default=100, metavar="N",
+                   help="the pool size to check against (default 100)")
+    p.set_defaults(handler=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from ._doctor import run_doctor
+
+    return run_doctor(args.max_connections)
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("demo", help="fetch 20,000 URLs from local demo servers",
+                            description="Start local HTTP servers on loopback and fetch "
+                                        "URLs from them with `poolhttp fetch`.")
+    p.add_argument("--count", type=positive_int, default=20_000, metavar="N",
+                   help="URLs to fetch (default 20000)")
+    p.add_argument("--hosts", type=positive_int, default=4, metavar="N",
+                   help="local origins, on 127.0.0.1, 127.0.0.2, ... (default 4)")
+    p.add_argument("--db", metavar="PATH", help="results database (default: in a new "
+                                                "temporary directory)")
+    p.add_argument("-c", "--concurrency", type=positive_int, default=64, metavar="N")
+    p.add_argument("--per-host", type=positive_int, default=16, metavar="N")
+    p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    p.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(args)

@@ -1,0 +1,117 @@
+"""`poolhttp demo`: the bulk fetcher end to end, with nothing but Python and loopback.
+
+It starts the local server (`_server`) in a child process on 127.0.0.1, 127.0.0.2, ... (one
+origin per address), writes a file of URLs spread over them, and runs `poolhttp fetch` on it:
+progress, results database and summary are the real thing. The URL mix is deterministic and
+includes some 404s, 503s, larger bodies, slow answers and dropped connections, so the summary
+has something to show. The child exits when its standard input closes, so it cannot outlive
+the demo, even one killed by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ._drive import fetch_command
+from ._errors import CliError
+from ._fetch import FetchArgs
+
+__all__ = ["demo_path", "demo_servers", "run_demo"]
+
+_START_TIMEOUT = 15.0
+
+
+def demo_path(index: int) -> str:
+    """The path (and query) of the demo's URL number `index`."""
+    if index % 1000 == 99:
+        return f"/item/{index}?close=1"  # the server hangs up: a ServerDisconnected error
+    if index % 500 == 13:
+        return f"/item/{index}?status=503"
+    if index % 100 == 7:
+        return f"/item/{index}?status=404"
+    if index % 250 == 42:
+        return f"/item/{index}?delay=0.05"
+    if index % 10 == 3:
+        return f"/item/{index}?size=4096"
+    return f"/item/{index}"
+
+
+@contextmanager
+def demo_servers(hosts: int, loop: str = "auto") -> Iterator[list[str]]:
+    """Run the local server in a child process; yields its origins."""
+    cmd = [sys.executable, "-m", "poolhttp.cli._server", "--hosts", str(hosts)]
+    if loop in ("auto", "uvloop") and _has_uvloop():
+        cmd += ["--loop", "uvloop"]
+    child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        yield _origins(child)
+    finally:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        child.stdin.close()  # the server's signal to exit
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+def _origins(child: subprocess.Popen[bytes]) -> list[str]:
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], _START_TIMEOUT)
+    line = child.stdout.readline() if ready else b""
+    try:
+        origins = json.loads(line)["origins"]
+    except (ValueError, KeyError, TypeError):
+        raise CliError(f"the demo server did not start (exit status {child.poll()}; "
+                       f"it said {line[:200]!r})", status=1) from None
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise CliError(f"the demo server announced bad origins: {origins!r}", status=1)
+    return origins
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_urls(path: Path, origins: list[str], count: int) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        for index in range(count):
+            f.write(f"{origins[index % len(origins)]}{demo_path(index)}\n")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """With --db, the URL list lives in a temporary directory removed at the end; without,
+    a new directory keeps both the list and the results for you to explore."""
+    if args.db:
+        with tempfile.TemporaryDirectory(prefix="poolhttp-demo-") as scratch:
+            return _demo(args, Path(scratch) / "urls.txt", Path(args.db), keep=False)
+    kept = Path(tempfile.mkdtemp(prefix="poolhttp-demo-"))
+    return _demo(args, kept / "urls.txt", kept / "results.sqlite", keep=True)
+
+
+def _demo(args: argparse.Namespace, urls: Path, db: Path, *, keep: bool) -> int:
+    with demo_servers(args.hosts, args.loop) as origins:
+        write_urls(urls, origins, args.count)
+        where = f"\n  urls:    {urls}" if keep else ""
+        print(f"poolhttp demo: {args.count:,} URLs over {len(origins)} local origins "
+              f"({', '.join(origins)}){where}\n  results: {db}", flush=True)
+        status = fetch_command(FetchArgs(
+            urls=str(urls), db=str(db), concurrency=args.concurrency, per_host=args.per_host,
+            progress=args.progress, loop=args.loop, progress_interval=2.0))
+    print(f"\nExplore the results, for example:\n  sqlite3 {db} 'SELECT status, error_type, "
+          "count(*) FROM results GROUP BY 1, 2'")
+    return status

@@ -1,0 +1,116 @@
+"""Where `poolhttp fetch` results go: the SQLite store, a JSONL file, or both, in batches.
+
+Rows are buffered and written together: the database commits a batch in one transaction, and
+the JSONL lines of that batch are written right after the commit. The database is the ledger
+`--resume` trusts; the JSONL file is a convenient copy, appended to (never truncated), and
+after a kill it may lack the last batch or, once resumed, repeat records that were in flight.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from ..bulk import BulkResult
+from ._errors import EXIT_FAILED, CliError
+from ._inputs import BadLine
+from ._store import Row, Store
+
+__all__ = ["JsonlWriter", "Outputs", "bad_row", "result_row"]
+
+_COLUMNS = ("run_id", "line", "key", "method", "url", "status", "error_type", "error",
+            "elapsed", "attempts", "size", "sha256", "headers", "body", "fetched_at", "session")
+
+
+def result_row(run_id: int, session: int, line: int, key: str | None,
+               result: BulkResult) -> Row:
+    headers = None
+    if result.headers is not None:
+        headers = json.dumps([[n.decode("latin-1"), v.decode("latin-1")]
+                              for n, v in result.headers.raw], ensure_ascii=False)
+    status = result.status
+    return (run_id, line, key, result.method, result.url, status, result.error_type,
+            result.error, round(result.elapsed, 6), result.attempts,
+            result.size if status is not None else None, result.sha256, headers, result.body,
+            time.time(), session)
+
+
+def bad_row(run_id: int, session: int, bad: BadLine, method: str) -> Row:
+    return (run_id, bad.line, None, method, bad.text, None, "MalformedLine", bad.problem, None,
+            0, None, None, None, None, time.time(), session)
+
+
+class JsonlWriter:
+    """Appends one JSON object per result to a file, or writes them to standard output."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path == "-":
+            self._file: IO[str] = sys.stdout
+        else:
+            target = Path(path)
+            if target.is_dir():
+                raise CliError(f"{path}: is a directory (--jsonl wants a file)")
+            try:
+                self._file = open(target, "a", encoding="utf-8")  # noqa: SIM115  # see close()
+            except OSError as exc:
+                raise CliError(f"{path}: cannot write to it: {exc.strerror or exc}") from None
+
+    def write(self, rows: list[Row]) -> None:
+        lines = []
+        for row in rows:
+            record: dict[str, object] = dict(zip(_COLUMNS, row, strict=True))
+            headers, body = row[12], row[13]
+            record["headers"] = json.loads(headers) if headers is not None else None
+            del record["body"]
+            if body is not None:
+                record["body_base64"] = base64.b64encode(body).decode("ascii")
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        try:
+            self._file.write("".join(lines))
+            self._file.flush()
+        except OSError as exc:
+            raise CliError(f"{self.path}: writing results failed: {exc.strerror or exc}",
+                           status=EXIT_FAILED) from exc
+
+    def close(self) -> None:
+        if self._file is not sys.stdout:
+            self._file.close()
+
+
+class Outputs:
+    """The store and/or the JSONL writer, fed row by row and written in batches."""
+
+    def __init__(self, store: Store | None, jsonl: JsonlWriter | None, *, batch: int = 1000,
+                 flush_seconds: float = 1.0) -> None:
+        self.store = store
+        self.jsonl = jsonl
+        self._rows: list[Row] = []
+        self._batch = batch
+        self._flush_seconds = flush_seconds
+        self._last = time.monotonic()
+        self.written = 0
+
+    def add(self, row: Row) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self._batch:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        if self._rows and time.monotonic() - self._last >= self._flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        self._last = time.monotonic()
+        if not rows:
+            return
+        if self.store is not None:
+            self.store.write(rows)
+        if self.jsonl is not None:
+            self.jsonl.write(rows)
+        self.written += len(rows)

@@ -1,0 +1,234 @@
+"""`poolhttp fetch`, `get`, `doctor`, `demo` run in-process: outputs, bad input, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poolhttp.cli import main
+from poolhttp.cli._store import APPLICATION_ID
+
+from .helpers import ThreadedServer, query, write_lines
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadedServer]:
+    with ThreadedServer(hosts=2) as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default results.sqlite lands here, not in the repo
+
+
+def fetch(*args: str) -> int:
+    return main(["fetch", *args, "--progress", "none", "--loop", "asyncio"])
+
+
+def test_fetch_stores_one_row_per_line(server: ThreadedServer, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = server.origins
+    urls = write_lines(tmp_path / "urls.txt", [f"{a}/1", "", "# a comment", f"{b}/2?status=404",
+                                               f"{a}/3?size=1000"])
+    assert fetch(str(urls)) == 0
+    db = tmp_path / "results.sqlite"
+    rows = query(db, "SELECT line, status, size, sha256, error_type FROM results ORDER BY line")
+    assert [(r[0], r[1]) for r in rows] == [(1, 200), (4, 404), (5, 200)]
+    assert rows[2][2] == 1000
+    assert rows[2][3] is not None
+    assert query(db, "SELECT state, lines, sessions FROM runs") == [("done", 5, 1)]
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+    assert query(db, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    out = capsys.readouterr().out
+    assert "complete" in out
+    assert "requests" in out
+    assert "p50" in out
+    assert "reuse" in out
+
+
+def test_malformed_lines_are_reported_with_line_numbers_and_skipped(
+        server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = server.origins[0]
+    urls = write_lines(tmp_path / "urls.txt", [f"{a}/ok", "not a url", "ftp://x/y", f"{a}/ok2"])
+    assert fetch(str(urls), "--db", "r.sqlite") == 3
+    err = capsys.readouterr().err
+    assert "urls.txt:2: skipped: URL has no scheme" in err
+    assert "urls.txt:3: skipped: unsupported URL scheme 'ftp'" in err
+    rows = query(tmp_path / "r.sqlite",
+                 "SELECT line, status, error_type FROM results ORDER BY line")
+    assert rows == [(1, 200, None), (2, None, "MalformedLine"), (3, None, "MalformedLine"),
+                    (4, 200, None)]
+
+
+def test_csv_and_jsonl_inputs(server: ThreadedServer, tmp_path: Path) -> None:
+    a = server.origins[0]
+    csv_file = write_lines(tmp_path / "in.csv", ["id,URL,method", f"k1,{a}/echo,POST",
+                                                 f"k2,{a}/x,", "bad,row"])
+    assert fetch(str(csv_file), "--db", "c.sqlite", "--keep-bodies") == 3
+    rows = query(tmp_path / "c.sqlite", "SELECT line, method, status, error FROM results "
+                                        "ORDER BY line")
+    assert rows[0][:3] == (2, "POST", 200)
+    assert rows[1][:3] == (3, "GET", 200)
+    assert rows[2][0] == 4
+    assert "2 fields where the header has 3" in rows[2][3]
+    jl = write_lines(tmp_path / "in.jsonl", [
+        json.dumps({"url": f"{a}/echo", "method": "PUT", "headers": {"X-A": "1"}, "body": "zz",
+                    "key": 7}),
+        "{not json", json.dumps({"nourl": 1})])
+    assert fetch(str(jl), "--db", "j.sqlite", "--keep-bodies") == 3
+    rows = query(tmp_path / "j.sqlite", "SELECT line, key, body, error FROM results ORDER BY line")
+    echo = json.loads(rows[0][2])
+    assert rows[0][1] == "7"
+    assert echo["method"] == "PUT"
+    assert echo["headers"]["x-a"] == "1"
+    assert echo["body_size"] == 2
+    assert "invalid JSON" in rows[1][3]
+    assert 'no "url" string' in rows[2][3]
+
+
+def test_csv_without_url_column_is_refused_up_front(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    csv_file = write_lines(tmp_path / "in.csv", ["", "name,link", "a,http://127.0.0.1:9/"])
+    assert fetch(str(csv_file)) == 2
+    assert "line 2: the CSV header has no 'url' column (columns: name, link)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "results.sqlite").exists()  # refused before anything was written
+
+
+def test_jsonl_output_only(server: ThreadedServer, tmp_path: Path) -> None:
+    a = server.origins[0]
+    urls = write_lines(tmp_path / "urls.txt", [f"{a}/{i}?size=10" for i in range(20)])
+    assert fetch(str(urls), "--jsonl", "out.jsonl", "--keep-bodies") == 0
+    assert not (tmp_path / "results.sqlite").exists()
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(r["line"] for r in records) == list(range(1, 21))
+    first = records[0]
+    assert first["status"] == 200
+    assert first["size"] == 10
+    assert len(first["body_base64"]) > 0
+    assert first["headers"][0][0].lower() in ("server", "content-length", "content-type")
+
+
+def test_unreadable_inputs_and_bad_flags(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert fetch(str(tmp_path / "missing.txt")) == 2
+    assert "missing.txt: no such file" in capsys.readouterr().err
+    assert fetch(str(tmp_path)) == 2
+    assert "is a directory" in capsys.readouterr().err
+    urls = write_lines(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    for flags, message in [(["--concurrency", "0"], "must be at least 1"),
+                           (["--rate", "fast"], "expected a number"),
+                           (["--format", "xml"], "invalid choice")]:
+        with pytest.raises(SystemExit) as exit_info:
+            fetch(str(urls), *flags)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert fetch(str(urls), "--header", "no colon here") == 2
+    assert "expected 'Name: value'" in capsys.readouterr().err
+    assert fetch(str(urls), "--method", "GE T") == 2
+    assert "--method: invalid HTTP method 'GE T'" in capsys.readouterr().err
+    assert fetch(str(urls), "--header", "Bad Name: x") == 2
+    assert "invalid header name" in capsys.readouterr().err
+
+
+def test_a_database_that_is_not_ours_is_refused_and_untouched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    urls = write_lines(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    foreign = tmp_path / "app.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.commit()
+    conn.close()
+    text = tmp_path / "notes.txt"
+    text.write_text("just some notes, not a database\n" * 10)
+    for path in (foreign, text):
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert fetch(str(urls), "--db", str(path)) == 2
+        err = capsys.readouterr().err
+        assert "refusing to" in err
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+        assert not Path(str(path) + "-wal").exists()
+
+
+def test_resume_refusals(server: ThreadedServer, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    a = server.origins[0]
+    urls = write_lines(tmp_path / "u.txt", [f"{a}/{i}" for i in range(5)])
+    assert fetch(str(urls), "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert fetch(str(urls)) == 0
+    assert fetch(str(urls), "--resume") == 0
+    assert "already complete: nothing to resume" in capsys.readouterr().err
+    # an interrupted run whose input then changed
+    db = tmp_path / "results.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET state = 'interrupted'")
+    conn.commit()
+    conn.close()
+    assert fetch(str(urls), "--resume", "--method", "POST") == 2
+    assert "--method differs from run 1's ('GET')" in capsys.readouterr().err
+    write_lines(urls, [f"{a}/{i}" for i in range(6)])
+    assert fetch(str(urls), "--resume") == 2
+    assert "changed since run 1 started" in capsys.readouterr().err
+    assert fetch(str(urls), "--jsonl", "x.jsonl", "--resume") == 2
+    assert "--resume needs the results database" in capsys.readouterr().err
+
+
+def test_retries_are_counted_as_attempts(server: ThreadedServer, tmp_path: Path) -> None:
+    a = server.origins[0]
+    urls = write_lines(tmp_path / "u.txt", [f"{a}/busy?status=503", f"{a}/fine"])
+    assert fetch(str(urls), "--retries", "2") == 0
+    rows = query(tmp_path / "results.sqlite", "SELECT line, status, attempts, error_type "
+                                              "FROM results ORDER BY line")
+    assert rows[1] == (2, 200, 1, None)
+    assert rows[0][2] == 3  # the first try and two retries
+    assert rows[0][3] == "HTTPStatusError"  # retries ran out: RetryError, named by its cause
+
+
+def test_get_verbose_shows_the_exchange_and_timings(
+        server: ThreadedServer, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    url = f"{server.origins[0]}/echo"
+    assert main(["get", url, "-v", "-H", "X-Probe: yes"]) == 0
+    out, err = capsysbinary.readouterr()
+    assert json.loads(out)["headers"]["x-probe"] == "yes"
+    text = err.decode()
+    assert "> GET /echo HTTP/1.1" in text
+    assert "< HTTP/1.1 200 OK" in text
+    assert "* connection  new" in text
+    for phase in ("* dns", "* connect", "* tls         - (http)", "* first byte", "* total"):
+        assert phase in text
+
+
+def test_get_failures(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["get", f"{server.origins[0]}/x?status=404", "--fail"]) == 22
+    assert main(["get", "no-scheme.example"]) == 2
+    assert "has no scheme" in capsys.readouterr().err
+    assert main(["get", f"{server.origins[0]}/x?close=1"]) == 1
+    assert "poolhttp get: ServerDisconnected" in capsys.readouterr().err
+
+
+def test_doctor(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--max-connections", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "open files" in out
+    assert "ephemeral ports" in out
+    assert "TCP sockets" in out
+    assert main(["doctor", "--max-connections", "100000000"]) == 1
+    assert "WARNING" in capsys.readouterr().out
+
+
+def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "demo.sqlite"
+    assert main(["demo", "--count", "400", "--hosts", "2", "--db", str(db),
+                 "--progress", "none", "--loop", "asyncio"]) == 0
+    out = capsys.readouterr().out
+    assert "400 URLs over 2 local origins" in out
+    assert "complete" in out
+    assert query(db, "SELECT count(*), count(DISTINCT line) FROM results") == [(400, 400)]
+    assert query(db, "SELECT count(*) FROM results WHERE status = 404") == [(4,)]
