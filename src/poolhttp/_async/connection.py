@@ -246,8 +246,9 @@ class AsyncConnection(asyncio.Protocol):
                 perf_counter() - self._sent_at))
 
     # -- ending an exchange ------------------------------------------------------------------
-    def fail(self, error: BaseException) -> None:
-        """End the exchange in flight with `error`; the connection is closed and discarded."""
+    def fail(self, error: BaseException, *, abandoned: bool = False) -> None:
+        """End the exchange in flight with `error`; the connection is closed and discarded.
+        `abandoned`: the caller left, so nobody will read a pending result: cancel it."""
         if not self._active:
             return
         self._active = False
@@ -257,17 +258,24 @@ class AsyncConnection(asyncio.Protocol):
         self.close()
         self._pool.release(self.conn, False, None)
         if future is not None and not future.done():
-            future.set_exception(error)
+            if abandoned:
+                future.cancel()
+            else:
+                future.set_exception(error)
         if stream is not None:
             stream.set_error(error)
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+            if abandoned:
+                waiter.cancel()
+            else:
+                waiter.set_exception(error)
 
     def abandon(self) -> None:
         """The caller gave up (cancelled, or closed a stream early): discard the connection."""
         if self._active:
-            self.fail(ReadError(f"request to {self.origin} abandoned", origin=self.origin))
+            self.fail(ReadError(f"request to {self.origin} abandoned", origin=self.origin),
+                      abandoned=True)
 
     def close(self) -> None:
         """Close the transport now (idempotent); a connect in progress is cancelled."""

@@ -125,8 +125,8 @@ class Ticket:
 class _Host:
     """Per-origin state: its connections, idle stack, FIFO of waiters and counters."""
 
-    __slots__ = ("closed", "conns", "created", "idle", "in_blocked", "key", "n_active",
-                 "n_connecting", "n_waiting", "reused", "waiters")
+    __slots__ = ("closed", "connecting", "conns", "created", "idle", "in_blocked", "key",
+                 "n_active", "n_waiting", "reused", "waiters")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -134,7 +134,7 @@ class _Host:
         self.idle: list[Conn] = []  # oldest first, most recently used last
         self.waiters: deque[Ticket] = deque()  # may hold dead tickets, skipped lazily
         self.n_waiting = 0  # live tickets in `waiters`
-        self.n_connecting = 0
+        self.connecting: list[Conn] = []  # being opened, oldest first
         self.n_active = 0
         self.in_blocked = False
         self.created = self.reused = self.closed = 0
@@ -142,6 +142,10 @@ class _Host:
     @property
     def n_open(self) -> int:
         return len(self.conns)
+
+    @property
+    def n_connecting(self) -> int:
+        return len(self.connecting)
 
     def wants_connection(self, per_host: int) -> bool:
         """More waiters than connections being opened for them, and room to open one."""
@@ -285,7 +289,7 @@ class PoolState:
         if conn.state is CLOSED:  # close_all() came first: the driver closes it
             return [Close(conn)]
         self._move(conn, IDLE)
-        conn.host.n_connecting -= 1
+        conn.host.connecting.remove(conn)
         conn.idle_since = now
         conn.expires_at = now + self._expiry
         actions: list[Action] = []
@@ -301,7 +305,7 @@ class PoolState:
         if conn.state is not CONNECTING:
             raise PoolStateError(f"connect_failed() for {conn!r}, which is not connecting")
         host = conn.host
-        host.n_connecting -= 1
+        host.connecting.remove(conn)
         self._remove(conn)
         actions: list[Action] = []
         ticket = self._pop_waiter(host) if error is not None else None
@@ -365,7 +369,15 @@ class PoolState:
             self.n_waiting -= 1
             if len(host.waiters) > 2 * host.n_waiting + 16:
                 host.waiters = deque(t for t in host.waiters if t.state is WAITING)
-            return NO_ACTIONS
+            if host.n_connecting <= host.n_waiting:
+                return NO_ACTIONS
+            # A connection was being opened for the request that left and nobody else needs
+            # it: stop the connect and free its slot rather than hold it for the connect
+            # time-out (a black-holed host would otherwise keep it for seconds).
+            actions: list[Action] = []
+            self._close(host.connecting.pop(), actions)
+            self._slot_freed(host, now, actions)
+            return actions
         conn = ticket.conn
         ticket.state = CANCELLED
         if conn is None or conn.state is not ACTIVE:
@@ -414,10 +426,9 @@ class PoolState:
                 error = PoolClosed("the client was closed while this request waited for a "
                                    "connection", origin=host.key)
                 actions.append(Fail(ticket, error))
+            host.connecting.clear()
             for conn in list(host.conns):
-                if conn.state is CONNECTING:
-                    host.n_connecting -= 1
-                elif conn.state is ACTIVE:
+                if conn.state is ACTIVE:
                     host.n_active -= 1
                 self._close(conn, actions)
             host.idle.clear()
@@ -543,7 +554,7 @@ class PoolState:
                 self._close(oldest, actions)
             conn = Conn(host, now)
             host.conns.add(conn)
-            host.n_connecting += 1
+            host.connecting.append(conn)
             host.created += 1
             self.n_open += 1
             self.created += 1
