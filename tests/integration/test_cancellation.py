@@ -182,10 +182,14 @@ async def test_asyncio_timeout_around_a_request(scripted_server) -> None:
 
 async def test_user_exception_inside_stream(nginx: Nginx) -> None:
     async with poolhttp.AsyncClient(limits=ONE, timeout=QUICK_POOL) as client:
-        with pytest.raises(ValueError, match="user code"):
+
+        async def consume() -> None:
             async with client.stream("GET", nginx.url("/1m")) as response:
                 async for _ in response.aiter_bytes():
                     raise ValueError("user code failed")
+
+        with pytest.raises(ValueError, match="user code"):
+            await consume()
         stats = assert_consistent(client)
         assert stats.connections == 0  # mid-body: discarded
         assert (await client.get(nginx.url("/"))).status_code == 200
