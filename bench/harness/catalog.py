@@ -1,0 +1,200 @@
+"""What is measured: the workloads and the client rows, shared by the orchestrator and workers.
+
+Everything here is plain data so that the orchestrator can build jobs and the report can explain
+them without importing any HTTP library.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+# Sync rows use at most this many threads. A Python process with hundreds of threads measures
+# the GIL hand-off and the scheduler more than the client, so the sync rows of the 64- and
+# 512-way workloads all run 32 threads (sharing one client), capped by the same connection limit.
+SYNC_MAX_THREADS = 32
+
+MODES = ("full", "short", "smoke")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    what: str  # one sentence for the report
+    server: str  # which nginx server block: "plain", "close", "tls" or "origins"
+    path: str
+    method: str = "GET"
+    concurrency: int = 64
+    hosts: int = 1  # >1: requests go round-robin over 127.0.0.1 .. 127.0.0.<hosts>
+    per_host: int | None = None  # per-origin connection limit, where one is set
+    stream: bool = False  # read the body as a stream of chunks instead of one bytes object
+    unit: str = "req/s"  # or "MB/s" (10**6 bytes of response body per second)
+    requests: dict[str, int] = field(default_factory=dict)  # per mode
+    in_short: bool = False
+    headline: bool = False
+
+    @property
+    def max_connections(self) -> int:
+        return self.concurrency
+
+
+SMALL_BODY = b"poolhttp benchmark: a small response body\n"
+BODY_16K = 16 * 1024
+BODY_1M = 1024 * 1024
+
+
+def _post_payload() -> dict[str, object]:
+    """A JSON object of about 1 KiB, shaped like an API call rather than one long string."""
+    items = [{"sku": f"SKU-{i:05d}", "qty": i % 7 + 1, "price": round(9.99 + i, 2)}
+             for i in range(16)]
+    payload: dict[str, object] = {"order": 12345, "customer": "bench", "items": items}
+    pad = 1024 - len(json.dumps(payload))
+    payload["note"] = "x" * max(pad - 12, 0)
+    return payload
+
+
+POST_PAYLOAD = _post_payload()
+POST_RESPONSE = b'{"ok":true}\n'
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        name="get-c64", title="Small GET, 64 concurrent, keep-alive",
+        what="GET of a small body by 64 tasks (sync rows: 32 threads).",
+        server="plain", path="/small", concurrency=64,
+        requests={"full": 20000, "short": 4000, "smoke": 128}, in_short=True, headline=True),
+    Workload(
+        name="get-c1", title="Small GET, one at a time, keep-alive",
+        what="GET of a small body, one request at a time over one connection: per-request "
+             "latency of the client.",
+        server="plain", path="/small", concurrency=1,
+        requests={"full": 5000, "short": 1000, "smoke": 30}, in_short=True),
+    Workload(
+        name="get-c512", title="Small GET, 512 concurrent, keep-alive",
+        what="GET of a small body by 512 tasks (sync rows: 32 threads, pycurl: 512 "
+             "transfers).",
+        server="plain", path="/small", concurrency=512,
+        requests={"full": 20000, "short": 6000, "smoke": 512}),
+    Workload(
+        name="body-16k", title="16 KiB bodies, 64 concurrent",
+        what="GET of a 16 KiB file, whole body read into memory; figure is body MB/s.",
+        server="plain", path="/16k.bin", concurrency=64, unit="MB/s",
+        requests={"full": 15000, "short": 4000, "smoke": 128}),
+    Workload(
+        name="body-1m", title="1 MiB bodies, 16 concurrent, streamed",
+        what="GET of a 1 MiB file, body read to the end as a stream of chunks and discarded; "
+             "figure is body MB/s.",
+        server="plain", path="/1m.bin", concurrency=16, stream=True, unit="MB/s",
+        requests={"full": 1000, "short": 300, "smoke": 32}),
+    Workload(
+        name="post-1k", title="POST of a 1 KiB JSON body, 64 concurrent",
+        what="POST of a ~1 KiB JSON document (serialised by the client on each request), small "
+             "JSON reply.",
+        server="plain", path="/post", method="POST", concurrency=64,
+        requests={"full": 15000, "short": 4000, "smoke": 128}),
+    Workload(
+        name="origins-20", title="20 origins, 4 connections per host, 80 in all",
+        what="GET of a small body round-robin over 20 origins (127.0.0.1 .. 127.0.0.20) by "
+             "80 tasks.",
+        server="origins", path="/small", concurrency=80, hosts=20, per_host=4,
+        requests={"full": 15000, "short": 4000, "smoke": 128}),
+    Workload(
+        name="newconn", title="New connection per request (server keep-alive off)",
+        what="GET of a small body from a server block with keep-alive off: every request pays "
+             "for a TCP connect, which is what a pool saves.",
+        server="close", path="/small", concurrency=64,
+        requests={"full": 4000, "short": 1500, "smoke": 128}),
+    Workload(
+        name="https", title="HTTPS small GET, 64 concurrent, keep-alive",
+        what="GET of a small body over TLS (self-signed CA given to every client), connections "
+             "reused.",
+        server="tls", path="/small", concurrency=64,
+        requests={"full": 15000, "short": 4000, "smoke": 128}),
+)
+
+WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    key: str
+    label: str
+    group: str  # "async" (ratio vs poolhttp-asyncio) or "sync" (ratio vs poolhttp-sync)
+    model: str  # "tasks", "threads", "multi" (pycurl), "raw-tasks", "raw-threads"
+    modules: tuple[str, ...]  # what must be importable for the row to run
+    dists: tuple[str, ...]  # distributions whose versions the report lists
+    how: str  # one line for the report: how the row uses the library
+    baseline: bool = False
+    floor: bool = False
+
+
+CLIENTS: tuple[ClientRow, ...] = (
+    ClientRow("poolhttp-asyncio", "poolhttp (asyncio)", "async", "tasks", ("poolhttp",),
+              ("poolhttp",), "one AsyncClient; Limits(max_connections=C)", baseline=True),
+    ClientRow("poolhttp-uvloop", "poolhttp (uvloop)", "async", "tasks", ("poolhttp", "uvloop"),
+              ("poolhttp", "uvloop"), "as above, on uvloop"),
+    ClientRow("aiohttp-asyncio", "aiohttp (asyncio)", "async", "tasks", ("aiohttp",),
+              ("aiohttp",), "one ClientSession; TCPConnector(limit=C, limit_per_host)"),
+    ClientRow("aiohttp-uvloop", "aiohttp (uvloop)", "async", "tasks", ("aiohttp", "uvloop"),
+              ("aiohttp", "uvloop"), "as above, on uvloop"),
+    ClientRow("httpx-async", "httpx (async)", "async", "tasks", ("httpx",),
+              ("httpx", "httpcore", "h11", "anyio", "sniffio"),
+              "one AsyncClient; Limits(max_connections=C, max_keepalive_connections=C)"),
+    ClientRow("aiosonic", "aiosonic", "async", "tasks", ("aiosonic",), ("aiosonic",),
+              "one HTTPClient; TCPConnector pool of C (4 per origin pool for 20 origins), "
+              "no cap on requests per connection"),
+    ClientRow("raw-asyncio", "raw floor (asyncio)", "async", "raw-tasks", ("httptools",),
+              ("httptools",), "asyncio.Protocol + httptools, fixed pre-encoded request, C "
+              "connections, no client logic", floor=True),
+    ClientRow("raw-uvloop", "raw floor (uvloop)", "async", "raw-tasks", ("httptools", "uvloop"),
+              ("httptools", "uvloop"), "as above, on uvloop", floor=True),
+    ClientRow("poolhttp-sync", "poolhttp (sync)", "sync", "threads", ("poolhttp",),
+              ("poolhttp",), "one Client shared by the threads; Limits(max_connections=C)",
+              baseline=True),
+    ClientRow("httpx-sync", "httpx (sync)", "sync", "threads", ("httpx",), ("httpx", "httpcore"),
+              "one Client shared by the threads; Limits(max_connections=C)"),
+    ClientRow("niquests", "niquests", "sync", "threads", ("niquests",),
+              ("niquests", "urllib3-future"), "one Session shared by the threads; "
+              "pool_maxsize=C, blocking pool, HTTP/2 and HTTP/3 off"),
+    ClientRow("requests", "requests", "sync", "threads", ("requests",), ("requests", "urllib3"),
+              "one Session shared by the threads; HTTPAdapter(pool_maxsize=C, pool_block=True)"),
+    ClientRow("urllib3", "urllib3", "sync", "threads", ("urllib3",), ("urllib3",),
+              "one PoolManager shared by the threads; maxsize=C, block=True"),
+    ClientRow("pycurl", "pycurl", "sync", "multi", ("pycurl",), ("pycurl",),
+              "C > 1: one CurlMulti running C transfers in one thread, connection limits set; "
+              "C = 1: one reused Curl easy handle"),
+    ClientRow("raw-sync", "raw floor (blocking)", "sync", "raw-threads", ("httptools",),
+              ("httptools",), "blocking sockets: sendall + recv_into + httptools, fixed "
+              "pre-encoded request, one connection per thread", floor=True),
+)
+
+CLIENTS_BY_KEY = {c.key: c for c in CLIENTS}
+
+
+def row_concurrency(client: ClientRow, workload: Workload) -> int:
+    """How many tasks, threads or transfers the row runs for the workload."""
+    if client.model in ("threads", "raw-threads"):
+        return min(workload.concurrency, SYNC_MAX_THREADS)
+    return workload.concurrency
+
+
+def row_concurrency_label(client: ClientRow, workload: Workload) -> str:
+    n = row_concurrency(client, workload)
+    if client.model in ("threads", "raw-threads"):
+        return f"{n} thread{'s' if n > 1 else ''}"
+    if client.model == "multi":
+        return "easy handle" if n == 1 else f"{n} transfers"
+    return f"{n} task{'s' if n > 1 else ''}"
+
+
+def row_note(client: ClientRow, workload: Workload) -> str:
+    """What differs from the workload's nominal setup for this row, if anything."""
+    if workload.per_host and client.key in ("httpx-async", "httpx-sync"):
+        return "no per-host limit in httpx: total limit only"
+    if workload.per_host and client.key in ("requests", "urllib3", "niquests"):
+        return "per-host pools of 4; no total limit (the threads bound it)"
+    if workload.per_host and client.model == "raw-tasks":
+        return "4 fixed connections per origin"
+    if workload.per_host and client.model == "raw-threads":
+        return "one fixed connection per thread, origins dealt out in turn"
+    return ""

@@ -1,0 +1,123 @@
+"""The benchmark still runs: `bench/run.py --smoke` gives every client row a figure.
+
+It runs with this test interpreter (`--python-env current`), so every peer the benchmark drives
+must be installed here; a missing one fails the test by name rather than skipping its rows.
+The counts are tiny and the figures meaningless: this checks function, not speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "bench" / "run.py"
+
+# Import names of everything the benchmark's rows and server set-up need.
+NEEDED = ("aiohttp", "aiosonic", "httptools", "httpx", "niquests", "pycurl", "requests",
+          "trustme", "urllib3", "uvloop")
+
+
+def _catalog() -> Any:
+    """bench/harness/catalog.py: the rows and workloads the run must cover."""
+    spec = importlib.util.spec_from_file_location("bench_catalog",
+                                                  ROOT / "bench" / "harness" / "catalog.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only a parent that never reaps it keeps it listed.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.fail(f"the benchmark's peers are not installed in the test environment: "
+                    f"{', '.join(missing)} (install the test extras: pip install -e '.[test]')",
+                    pytrace=False)
+    if not (shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")):
+        pytest.fail("nginx is not installed (`python3 dev.py test` installs it)", pytrace=False)
+
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--python-env", "current",
+         "--results-dir", str(results), "--write-docs", "--docs-dir", str(docs)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    output = f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    files = sorted(results.glob("*.json"))
+    assert len(files) == 1, f"expected one results file\n{output}"
+    data = json.loads(files[0].read_text())
+    summary, unavailable = data["summary"], data["plan"]["unavailable"]
+
+    catalog = _catalog()
+    problems = []
+    for workload in catalog.WORKLOADS:
+        rows = summary.get(workload.name)
+        if rows is None:
+            problems.append(f"{workload.name}: not run")
+            continue
+        for client in catalog.CLIENTS:
+            row = rows.get(client.key)
+            where = f"{workload.name}/{client.key}"
+            if row is None:
+                problems.append(f"{where}: no row")
+            elif client.key in unavailable:
+                problems.append(f"{where}: not run: {unavailable[client.key]}")
+            elif row["failed_runs"]:
+                problems.append(f"{where}: failed: {row['failure']}")
+            elif not row["median"] or row["median"] <= 0:
+                problems.append(f"{where}: no positive figure ({row['median']})")
+            elif row["errors"]:
+                problems.append(f"{where}: {row['errors']} errors: {row['error_sample']}")
+            elif row["new_connections"] is None or row["new_connections"] < 1:
+                problems.append(f"{where}: no server-side connection count "
+                                f"({row['new_connections']})")
+    for key, row in data["idle_memory"].items():
+        if row["failure"] or row["rss_median"] is None or not row["heap_median"]:
+            problems.append(f"idle-memory/{key}: {row['failure'] or 'no figure'}")
+    if not data["idle_memory"]:
+        problems.append("idle-memory: not run")
+    assert not problems, "\n".join(problems) + "\n" + output
+
+    # Nothing outlives the run: no nginx, no worker process.
+    pids = [*data["meta"]["nginx_pids"], *{r["pid"] for r in data["runs"] if "pid" in r}]
+    assert pids, output
+    assert not [pid for pid in pids if _alive(pid)], f"processes left running\n{output}"
+
+    # The report renders, with a section per workload and every row.
+    markdown = (docs / "benchmarks.md").read_text()
+    for workload in catalog.WORKLOADS:
+        assert workload.title in markdown
+    for client in catalog.CLIENTS:
+        assert client.label in markdown
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (docs / "benchmarks.png").stat().st_size > 0
+    assert proc.returncode == 0, output
