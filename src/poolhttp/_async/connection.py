@@ -97,9 +97,12 @@ class AsyncConnection(asyncio.Protocol):
         self._read_timeout = _INF if read_timeout is None else read_timeout
         self._write_timeout = write_timeout
         self._cap = _INF if deadline is None else deadline
-        transport.write(data)
-        if body is not None:
-            transport.write(body)
+        if body is None and request.stream is None:
+            self._pool.write(self, data)  # maybe batched with others of this loop iteration
+        else:
+            transport.write(data)
+            if body is not None:
+                transport.write(body)
         self.request_sent = request.stream is None
         self._arm_read(started)
         self._trace = trace
