@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
+from ._core.http11 import split_header_block
 from ._exceptions import HTTPError, HTTPStatusError, InvalidRequest
 from ._headers import Headers, HeaderTypes
 from ._urls import URL, Origin, parse_url
@@ -131,7 +132,7 @@ class Response:
         self.reason_phrase = reason_phrase
         self.http_version = http_version
         self._headers: Headers | None = Headers(headers)
-        self._raw_headers = self._headers.raw
+        self._raw_headers = b""  # only responses from the wire keep an unsplit block
         self._content: bytes | None = content
         self.request = request
         self._elapsed = 0.0
@@ -139,9 +140,8 @@ class Response:
         self._stream_used = False
 
     @classmethod
-    def from_wire(cls, status_code: int, reason: bytes, version: str,
-                  raw_headers: list[tuple[bytes, bytes]], content: bytes | None,
-                  request: Request, elapsed: float) -> Response:
+    def from_wire(cls, status_code: int, reason: bytes, version: str, raw_headers: bytes,
+                  content: bytes | None, request: Request, elapsed: float) -> Response:
         """The drivers' constructor: no copying, no validation, headers decoded lazily."""
         response = cls.__new__(cls)
         response.status_code = status_code
@@ -159,8 +159,8 @@ class Response:
     # -- metadata --------------------------------------------------------------------------
     @property
     def headers(self) -> Headers:
-        if self._headers is None:
-            self._headers = Headers.from_raw(self._raw_headers)
+        if self._headers is None:  # from the wire: split the header block on first use
+            self._headers = Headers.from_raw(split_header_block(self._raw_headers))
         return self._headers
 
     @property

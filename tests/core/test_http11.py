@@ -11,17 +11,24 @@ from dataclasses import dataclass, field
 import pytest
 
 from poolhttp import RemoteProtocolError
-from poolhttp._core.http11 import ResponseReader, encode_request_head, keep_alive_timeout
+from poolhttp._core.http11 import (
+    ResponseReader,
+    encode_request_head,
+    keep_alive_timeout,
+    split_header_block,
+)
 
 
 @dataclass
 class Sink:
     heads: list[tuple[int, bytes, list[tuple[bytes, bytes]]]] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     completions: list[bool] = field(default_factory=list)
 
-    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        self.heads.append((status, reason, headers))
+    def on_head(self, status: int, reason: bytes, version: str, head: bytes) -> None:
+        self.heads.append((status, reason, split_header_block(head)))
+        self.versions.append(version)
 
     def on_body(self, chunk: bytes) -> None:
         self.body += chunk
@@ -86,13 +93,38 @@ def test_well_formed(name: str, data: bytes, is_head: bool, eof: bool, status: i
     assert reader.state == 0  # IDLE again
 
 
-def test_headers_kept_as_bytes_in_order() -> None:
-    sink, _ = read(b"HTTP/1.1 200 Fine\r\nA: 1\r\nSet-Cookie: x\r\nset-cookie: y\r\n"
-                   b"Content-Length: 0\r\n\r\n")
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])
+def test_headers_kept_as_bytes_in_order(split: bool) -> None:
+    sink, _ = read(b"HTTP/1.1 200 Fine Thanks\r\nA: 1\r\nSet-Cookie: x\r\nset-cookie:y \t\r\n"
+                   b"Empty:\r\nContent-Length: 0\r\n\r\n", split=split)
     status, reason, headers = sink.heads[0]
-    assert (status, reason) == (200, b"Fine")
+    assert (status, reason) == (200, b"Fine Thanks")
     assert headers == [(b"A", b"1"), (b"Set-Cookie", b"x"), (b"set-cookie", b"y"),
-                       (b"Content-Length", b"0")]
+                       (b"Empty", b""), (b"Content-Length", b"0")]
+    assert sink.versions == ["HTTP/1.1"]
+
+
+def test_status_line_without_reason_and_http10() -> None:
+    sink, _ = read(b"HTTP/1.0 404\r\nContent-Length: 0\r\n\r\n")
+    assert sink.heads[0][:2] == (404, b"")
+    assert sink.versions == ["HTTP/1.0"]
+
+
+def test_head_found_when_fed_as_memoryview_of_a_reused_buffer() -> None:
+    """The sync driver feeds slices of one buffer it overwrites between reads."""
+    response = (b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * 20_000 + b"\r\nContent-Length: 3\r\n"
+                b"\r\nabc")
+    sink = Sink()
+    reader = ResponseReader(sink, "http://test:80")
+    reader.expect(False)
+    buffer = bytearray(4096)
+    for start in range(0, len(response), 4096):
+        piece = response[start:start + 4096]
+        buffer[:len(piece)] = piece
+        reader.feed(memoryview(buffer)[:len(piece)])
+        buffer[:] = b"#" * 4096  # the driver's next recv would overwrite it
+    assert sink.heads[0][2][0] == (b"X-Long", b"v" * 20_000)
+    assert bytes(sink.body) == b"abc"
 
 
 def test_reader_serves_many_responses_in_turn() -> None:
@@ -187,10 +219,12 @@ def test_response_started_tracks_first_byte() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [
     (b"timeout=5, max=100", 5.0), (b"max=10", None), (b"timeout=abc", None),
-    (b"Timeout = 2", 2.0)])
+    (b"max=3, Timeout = 2", 2.0), (b"timeout=1.5", 1.5)])
 def test_keep_alive_timeout(value: bytes, expected: float | None) -> None:
-    assert keep_alive_timeout([(b"Keep-Alive", value)]) == expected
-    assert keep_alive_timeout([(b"Other", value)]) is None
+    assert keep_alive_timeout(b"Connection: keep-alive\r\nKeep-Alive: " + value) == expected
+    assert keep_alive_timeout(b"keep-alive: " + value + b"\r\nA: b") == expected
+    assert keep_alive_timeout(b"Other: " + value) is None
+    assert keep_alive_timeout(b"X-Keep-Alive: " + value) is None
 
 
 def test_encode_request_head() -> None:

@@ -38,7 +38,6 @@ __all__ = ["AsyncConnection"]
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 _INF = math.inf
-_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -64,7 +63,8 @@ class AsyncConnection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._status = 0
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._version = "HTTP/1.1"
+        self._headers = b""  # the response's header block, split only if someone asks
         self.request_sent = False
         # Timers.
         self._read_timeout = _INF
@@ -201,20 +201,20 @@ class AsyncConnection(asyncio.Protocol):
             self._arm_read(self._loop.time())
 
     # -- ResponseSink ----------------------------------------------------------------------
-    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def on_head(self, status: int, reason: bytes, version: str, headers: bytes) -> None:
         if self._trace is not None:
             emit(self._trace, "response.headers", status=status)
         self._status = status
         self._reason = reason
+        self._version = version
         self._headers = headers
         if self._streaming:
             future, self._future = self._future, None
             assert future is not None
             assert self._request is not None
             stream = self._stream = AsyncBodyStream(self)
-            response = Response.from_wire(
-                status, reason, _VERSIONS.get(self._reader.http_version, "HTTP/1.1"), headers,
-                None, self._request, perf_counter() - self._sent_at)
+            response = Response.from_wire(status, reason, version, headers, None, self._request,
+                                          perf_counter() - self._sent_at)
             response._stream = stream
             if not future.done():
                 future.set_result(response)
@@ -244,8 +244,8 @@ class AsyncConnection(asyncio.Protocol):
             chunks = self._chunks
             assert request is not None
             future.set_result(Response.from_wire(
-                self._status, self._reason, _VERSIONS.get(self._reader.http_version, "HTTP/1.1"),
-                headers, b"".join(chunks) if len(chunks) != 1 else chunks[0], request,
+                self._status, self._reason, self._version, headers,
+                b"".join(chunks) if len(chunks) != 1 else chunks[0], request,
                 perf_counter() - self._sent_at))
 
     # -- ending an exchange ------------------------------------------------------------------

@@ -6,11 +6,18 @@ Theory of operation
 `expect(is_head)` before each request, then `feed(data)` with whatever the socket produced and
 `feed_eof()` when the peer closes. The reader calls its sink:
 
-    sink.on_head(status, reason, headers)   once per final response (1xx interim ones skipped)
-    sink.on_body(chunk)                      zero or more times
-    sink.on_complete(keep_alive)             once, after `feed` returns, when the body ended
+    sink.on_head(status, reason, version, head)  once per final response (1xx skipped)
+    sink.on_body(chunk)                           zero or more times
+    sink.on_complete(keep_alive)                  once, after `feed` returns, at the body's end
 
-States: IDLE (no response expected) -> HEAD (reading status line and headers) -> BODY -> IDLE.
+llhttp validates the status line and every header without calling back into Python (no
+`on_status` / `on_header` hooks are registered: they were six Python calls per response).
+When it reports the head complete, the reader takes the head's bytes from what it was fed --
+llhttp has just checked them, and it insists on CRLF, rejects obs-fold and whitespace before
+the colon -- and hands over the header lines as one block, split into (name, value) pairs only
+if somebody reads `Response.headers` (see `split_header_block`).
+
+States: IDLE (no response expected) -> HEAD (status line and headers) -> BODY -> IDLE.
 Rules it owns, beyond what llhttp checks (chunk syntax, Content-Length with Transfer-Encoding,
 duplicate Content-Length, header grammar):
 - A response to HEAD, and any 204 or 304, has no body whatever its headers say. llhttp has no
@@ -19,20 +26,23 @@ duplicate Content-Length, header grammar):
 - A body with neither Content-Length nor chunked framing runs until the peer closes.
 - Bytes that arrive while no response is expected, or after a complete response in the same
   read, are a protocol error: the connection is out of step and must not be reused.
-- The status line and headers may take at most `max_header_bytes` and `max_headers` lines.
+- The status line and headers may take at most `max_header_bytes` and `max_headers` lines;
+  while a head is incomplete, at most `max_header_bytes` are buffered.
 - `on_complete` is called only once `feed` has seen every byte it was given, so a response is
   never handed over before we know the connection stayed in step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Protocol
 
 import httptools
 
 from .._exceptions import RemoteProtocolError
 
-__all__ = ["ResponseReader", "ResponseSink", "encode_request_head", "keep_alive_timeout"]
+__all__ = ["ResponseReader", "ResponseSink", "encode_request_head", "keep_alive_timeout",
+           "split_header_block"]
 
 IDLE: Final = 0
 HEAD: Final = 1
@@ -41,11 +51,11 @@ BODY: Final = 2
 MAX_INTERIM: Final = 32
 DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
 DEFAULT_MAX_HEADERS: Final = 100
+_HEAD_COPY: Final = 8192  # bytes copied from a memoryview to find the head (more if needed)
 
 
 class ResponseSink(Protocol):
-    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        ...
+    def on_head(self, status: int, reason: bytes, version: str, head: bytes) -> None: ...
 
     def on_body(self, chunk: bytes) -> None: ...
 
@@ -56,27 +66,25 @@ class _Stop(Exception):
     """Raised inside a parser callback to abandon the rest of a feed."""
 
 
+class _Hooks:
+    """What httptools calls back. It looks the hooks up once, when a parser is made, so body
+    chunks can go straight to the sink's `on_body`: one Python call per chunk, not two."""
+
+    __slots__ = ("on_body", "on_headers_complete", "on_message_begin", "on_message_complete")
+
+    on_body: Callable[[bytes], None]
+    on_headers_complete: Callable[[], None]
+    on_message_begin: Callable[[], None]
+    on_message_complete: Callable[[], None]
+
+
 class ResponseReader:
     """Parses the responses of one connection; see the module docstring."""
 
-    __slots__ = (
-        "_complete",
-        "_head_buffer",
-        "_head_bytes",
-        "_header_size",
-        "_headers",
-        "_interim",
-        "_is_head",
-        "_keep_alive",
-        "_max_header_bytes",
-        "_max_headers",
-        "_parser",
-        "_reason",
-        "_sink",
-        "_status",
-        "origin",
-        "state",
-    )
+    __slots__ = ("_complete", "_data", "_head_block", "_head_bytes", "_head_start", "_hooks",
+                 "_interim", "_is_head",
+                 "_keep_alive", "_max_header_bytes", "_max_headers", "_parser", "_pending",
+                 "_sink", "_source", "origin", "state", "status")
 
     def __init__(self, sink: ResponseSink, origin: str, *,
                  max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
@@ -85,18 +93,24 @@ class ResponseReader:
         self.origin = origin
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
-        self._parser = httptools.HttpResponseParser(self)
+        hooks = self._hooks = _Hooks()
+        hooks.on_message_begin = self._on_message_begin
+        hooks.on_headers_complete = self._on_headers_complete
+        hooks.on_body = sink.on_body
+        hooks.on_message_complete = self._on_message_complete
+        self._parser = httptools.HttpResponseParser(hooks)
         self.state = IDLE
+        self.status = 0
         self._is_head = False
-        self._head_buffer = b""
         self._complete = False
         self._keep_alive = False
         self._interim = 0
-        self._head_bytes = 0
-        self._header_size = 0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
-        self._status = 0
+        self._head_bytes = 0  # fed while in HEAD, for the size limit and `response_started`
+        self._pending = b""  # bytes of an unfinished head carried over from earlier feeds
+        self._source: bytes = b""  # _pending + the current feed (or its start): heads live here
+        self._head_start = 0  # where the next head begins in _source
+        self._data: bytes | memoryview = b""  # the feed in progress
+        self._head_block = b""  # header lines of the response being read
 
     # -- driver side -------------------------------------------------------------------------
     def expect(self, is_head: bool) -> None:
@@ -105,9 +119,9 @@ class ResponseReader:
             raise RemoteProtocolError("internal: a response is already expected",
                                       origin=self.origin, reason="busy")
         if is_head or self._is_head:  # after a HEAD the parser awaits a body that never comes
-            self._parser = httptools.HttpResponseParser(self)
+            self._parser = httptools.HttpResponseParser(self._hooks)
         self._is_head = is_head
-        self._head_buffer = b""
+        self._pending = b""
         self.state = HEAD
         self._interim = 0
         self._head_bytes = 0
@@ -118,11 +132,15 @@ class ResponseReader:
         if state == IDLE:
             raise self._error(f"the server sent {len(data)} bytes while no response was "
                               "expected", "unsolicited data")
+        if state == HEAD:  # remember where this feed's head bytes are
+            self._head_bytes += len(data)
+            self._data = data
+            piece = data if type(data) is bytes else bytes(data[:_HEAD_COPY])
+            self._source = self._pending + piece if self._pending else piece
+            self._head_start = 0
         if self._is_head:
-            self._feed_head_response(bytes(data))
+            self._feed_head_response()
         else:
-            if state == HEAD:
-                self._head_bytes += len(data)
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -130,16 +148,15 @@ class ResponseReader:
                                   "unexpected upgrade") from None
             except httptools.HttpParserError as exc:
                 self._raise_parser_error(exc)
-            if self.state == HEAD and self._head_bytes > self._max_header_bytes:
-                raise self._error(f"response head exceeds {self._max_header_bytes} bytes",
-                                  "headers too large")
+            if self.state == HEAD:
+                self._keep_unfinished_head()
         if self._complete:
             self._complete = False
             self._sink.on_complete(self._keep_alive)
 
     def feed_eof(self) -> None:
         """The peer closed. Completes a close-delimited body; otherwise raises."""
-        if self.state == BODY and self._is_until_close():
+        if self.state == BODY and self._is_until_close:
             self.state = IDLE
             self._sink.on_complete(False)
             return
@@ -153,87 +170,103 @@ class ResponseReader:
                               "incomplete head" if self._head_bytes else "no response")
 
     @property
-    def http_version(self) -> str:
-        """"1.1" or "1.0", from the status line of the last response."""
-        return str(self._parser.get_http_version())
-
-    @property
     def response_started(self) -> bool:
         """Whether any byte of the expected response arrived."""
-        return self.state == BODY or bool(self._head_bytes) or bool(self._head_buffer)
+        return self.state == BODY or bool(self._head_bytes)
 
-    # -- httptools callbacks -----------------------------------------------------------------
-    def on_message_begin(self) -> None:
+    # -- httptools callbacks (through _Hooks) -------------------------------------------------
+    def _on_message_begin(self) -> None:
         if self.state == IDLE:
             raise _Stop("bytes after the end of the response")
-        self._headers = []
-        self._reason = b""
-        self._header_size = 0
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        headers.append((name, value))
-        if len(headers) > self._max_headers:
-            raise _Stop(f"more than {self._max_headers} header lines")
-        # Bytes still buffered are bounded in feed(); this catches a head that arrived whole.
-        self._header_size += len(name) + len(value) + 4
-        if self._header_size > self._max_header_bytes:
-            raise _Stop(f"response head exceeds {self._max_header_bytes} bytes")
-
-    def on_headers_complete(self) -> None:
+    def _on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        head = self._take_head()
         if status < 200:
             self._interim += 1
             if self._interim > MAX_INTERIM:
                 raise _Stop(f"more than {MAX_INTERIM} interim (1xx) responses")
             return
+        line_end = head.find(b"\r\n")
+        status_line = head if line_end < 0 else head[:line_end]
+        version, _, rest = status_line.partition(b" ")
+        reason = rest.partition(b" ")[2]
+        block = b"" if line_end < 0 else head[line_end + 2:]
+        if block.count(b"\r\n") >= self._max_headers:
+            raise _Stop(f"more than {self._max_headers} header lines")
         self.state = BODY
-        self._status = status
-        self._sink.on_head(status, self._reason, self._headers)
+        self.status = status
+        self._head_block = block
+        self._sink.on_head(status, reason, _VERSIONS.get(version, "HTTP/1.1"), block)
         if self._is_head or status == 204 or status == 304:
             self.state = IDLE
             self._keep_alive = self._parser.should_keep_alive()
             self._complete = True
 
-    def on_body(self, body: bytes) -> None:
-        self._sink.on_body(body)
-
-    def on_message_complete(self) -> None:
+    def _on_message_complete(self) -> None:
         if self.state != BODY:  # an interim 1xx response ended, or a 204/304 already did
             return
         self.state = IDLE
         self._keep_alive = self._parser.should_keep_alive()
         self._complete = True
 
+    # -- the head's bytes ----------------------------------------------------------------------
+    def _take_head(self) -> bytes:
+        """The head llhttp just finished (status line and header lines, no final CRLF). The
+        unfinished head of an earlier feed, if any, is in `_source` before this feed's bytes
+        (`_keep_unfinished_head` bounds it between feeds)."""
+        source, start = self._source, self._head_start
+        while source.startswith(b"\r\n", start):  # llhttp skips empty lines before a head
+            start += 2
+        end = source.find(b"\r\n\r\n", start)
+        if end < 0 and type(self._data) is not bytes:  # a long head: copy the rest as well
+            source = self._source = self._pending + bytes(self._data)
+            end = source.find(b"\r\n\r\n", start)
+        if end < 0:  # llhttp has seen the end of the head, so we must find it too
+            raise _Stop("internal: the end of the response head was not found")
+        if end - start > self._max_header_bytes:
+            raise _Stop(f"response head exceeds {self._max_header_bytes} bytes")
+        self._head_start = end + 4
+        return source[start:end]
+
+    def _keep_unfinished_head(self) -> None:
+        """After a feed that ended inside a head: carry its bytes over to the next feed."""
+        if type(self._data) is not bytes and len(self._data) > _HEAD_COPY:
+            self._source = self._pending + bytes(self._data)
+        self._pending = self._source[self._head_start:]
+        if len(self._pending) > self._max_header_bytes:
+            raise self._error(f"response head exceeds {self._max_header_bytes} bytes",
+                              "headers too large")
+
     # -- internals ---------------------------------------------------------------------------
-    def _feed_head_response(self, data: bytes) -> None:
+    def _feed_head_response(self) -> None:
         """HEAD: feed llhttp exactly the header block(s); anything after them is an error."""
-        buffer = self._head_buffer + data
+        data = self._data if type(self._data) is bytes else bytes(self._data)
+        buffer = self._pending + data
+        position = 0
         while self.state == HEAD:
-            end = buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n", position)
             if end < 0:
-                self._head_buffer = buffer
-                if len(buffer) > self._max_header_bytes:
+                self._pending = buffer[position:]
+                if len(self._pending) > self._max_header_bytes:
                     raise self._error(f"response head exceeds {self._max_header_bytes} bytes",
                                       "headers too large")
                 return
-            block, buffer = buffer[:end + 4], buffer[end + 4:]
+            self._source, self._head_start = buffer, position
+            self._data = buffer  # _take_head() searches the whole buffer
             try:
-                self._parser.feed_data(block)
+                self._parser.feed_data(buffer[position:end + 4])
             except httptools.HttpParserError as exc:
                 self._raise_parser_error(exc)
-            if self.state == HEAD:  # a 1xx: its message is over, the final one follows
-                continue
-        self._head_buffer = b""
-        if buffer:
-            raise self._error(f"the server sent {len(buffer)} bytes after a response to HEAD",
-                              "data after response")
+            position = end + 4
+        self._pending = b""
+        if position < len(buffer):
+            raise self._error(f"the server sent {len(buffer) - position} bytes after a response "
+                              "to HEAD", "data after response")
 
+    @property
     def _is_until_close(self) -> bool:
-        for name, value in self._headers:
+        for name, value in split_header_block(self._head_block):
             lowered = name.lower()
             if lowered == b"content-length":
                 return False
@@ -264,17 +297,44 @@ class ResponseReader:
                                    reason=reason)
 
 
-def keep_alive_timeout(headers: list[tuple[bytes, bytes]]) -> float | None:
-    """The `timeout=N` of a Keep-Alive response header, if the server sent one."""
-    for name, value in headers:
-        if len(name) == 10 and name.lower() == b"keep-alive":
-            for param in value.split(b","):
+_VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
+
+
+def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
+    """The (name, value) pairs of a header block llhttp validated: CRLF-separated lines of
+    `name:value`, names without whitespace, no obs-fold. Values lose surrounding blanks."""
+    if not block:
+        return []
+    pairs = []
+    for line in block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        pairs.append((name, value.strip(b" \t")))
+    return pairs
+
+
+def keep_alive_timeout(block: bytes) -> float | None:
+    """The `timeout=N` of a Keep-Alive header in a header block, if the server sent one.
+
+    Called for every response, so it is a few finds (a regular expression here cost some
+    20,000 instructions per response). The first test skips the usual case, no such header,
+    in any common spelling; an oddly cased one ("keep-aLiVe") merely goes unnoticed, and the
+    pool's own keepalive_expiry applies."""
+    if b"live:" not in block and b"LIVE:" not in block and b"Live:" not in block:
+        return None
+    lowered = block.lower()
+    at = lowered.find(b"keep-alive:")  # "Connection: keep-alive" has no colon after it
+    while at >= 0:
+        if at == 0 or lowered[at - 2:at] == b"\r\n":  # a header line of its own
+            end = lowered.find(b"\r\n", at)
+            for param in lowered[at + 11:end if end >= 0 else None].split(b","):
                 key, _, number = param.partition(b"=")
-                if key.strip().lower() == b"timeout":
+                if key.strip() == b"timeout":
                     try:
                         return max(0.0, float(number.strip()))
                     except ValueError:
                         return None
+            return None
+        at = lowered.find(b"keep-alive:", at + 1)
     return None
 
 

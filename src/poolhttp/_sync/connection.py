@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["SyncConnection"]
 
 _BUFFER = 64 * 1024
-_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 def _timeval(seconds: float | None) -> bytes:
@@ -61,6 +59,8 @@ class SyncConnection:
         self.sock = sock
         self._is_tls = isinstance(sock, ssl.SSLSocket)
         self._reader = ResponseReader(self, origin)
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
         self._buffer = bytearray(_BUFFER)
         self._view = memoryview(self._buffer)
         self._rcvtimeo: float | None = -1.0  # the kernel value last set; -1 = unknown
@@ -71,7 +71,8 @@ class SyncConnection:
         # Response state filled by the sink callbacks.
         self._status = 0
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers = b""  # the response's header block, split only if someone asks
+        self._version = "HTTP/1.1"
         self._chunks: deque[bytes] | list[bytes] = []
         self._head_done = False
         self._done = False
@@ -83,23 +84,13 @@ class SyncConnection:
 
     # -- liveness ------------------------------------------------------------------------
     def is_reusable(self) -> bool:
-        """Peek without blocking: an idle connection must have nothing to read. EOF means the
-        server closed it; bytes mean it is out of step. Either way it must not be used."""
-        if self._is_tls:
-            # A TLS socket carries a Python time-out, and Python polls before a recv() on
-            # such a socket even with MSG_DONTWAIT; ask poll() directly, without waiting.
-            if self.sock.pending():  # type: ignore[attr-defined]
-                return False
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            return not poller.poll(0)
-        try:
-            socket.socket.recv(self.sock, 1, _PEEK)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False  # b"" (closed by the server) or unsolicited bytes
+        """An idle connection must have nothing to read: readable means the server closed it
+        (EOF, RST) or sent bytes nobody asked for, and either way it must not be used. One
+        poll() with no wait on this connection's own poller: no scan of the pool, and no
+        exception raised on the common path (a non-blocking recv would raise EAGAIN)."""
+        if self._is_tls and self.sock.pending():  # type: ignore[attr-defined]
+            return False  # decrypted bytes already buffered
+        return not self._poller.poll(0)
 
     # -- the exchange ----------------------------------------------------------------------
     def send(self, request: Request, head: bytes, body: bytes | None, write_timeout: float | None,
@@ -109,7 +100,6 @@ class SyncConnection:
         self._trace = trace
         self._active = True
         self._status = 0
-        self._headers = []
         self._chunks = []
         self._head_done = self._done = False
         self.request_sent = False
@@ -166,7 +156,7 @@ class SyncConnection:
             raise self._fail(exc) from None
         chunks = self._chunks
         elapsed = time.perf_counter() - self._sent_at
-        version = _VERSIONS.get(self._reader.http_version, "HTTP/1.1")
+        version = self._version
         if stream:
             response = Response.from_wire(self._status, self._reason, version, self._headers,
                                           None, request, elapsed)
@@ -294,11 +284,12 @@ class SyncConnection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
 
     # -- ResponseSink ----------------------------------------------------------------------
-    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def on_head(self, status: int, reason: bytes, version: str, headers: bytes) -> None:
         if self._trace is not None:
             emit(self._trace, "response.headers", status=status)
         self._status = status
         self._reason = reason
+        self._version = version
         self._headers = headers
         self._head_done = True
 
