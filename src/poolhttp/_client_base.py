@@ -164,16 +164,17 @@ class ClientBase(Generic[R]):
         if params:
             target = target.copy_with_params(params)
         extra = encode_header_pairs(headers) if headers else []
+        if content is None and data is None and json is None:  # the common case: no body
+            request = Request.build(method, target, extra, self._headers.raw, None, None)
+            return request, encode_request_head(
+                method, target.target, self._header_block(target, extra), extra,
+                0 if method in _METHODS_WITH_BODY else -1), None
         body, stream, content_type = _encode_body(content, data, json, allow_async_body)
         if content_type is not None and not any(n.lower() == b"content-type" for n, _ in extra):
             extra.append((b"Content-Type", content_type))
         request = Request.build(method, target, extra, self._headers.raw, body, stream)
-        if stream is not None:
-            length: int | None = None
-        elif body is not None:
-            length = len(body)
-        else:
-            length = 0 if method in _METHODS_WITH_BODY else -1
+        length = None if stream is not None else len(body) if body is not None else (
+            0 if method in _METHODS_WITH_BODY else -1)
         head = encode_request_head(method, target.target, self._header_block(target, extra),
                                    extra, length)
         if body is not None and length is not None and length <= _INLINE_BODY_MAX:
@@ -211,6 +212,9 @@ def emit(trace: Trace, event: str, **info: Any) -> None:
     trace(event, info)
 
 
+# One encoder for every request: json.dumps() with any option builds a new one per call.
+_JSON = jsonlib.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
 _METHODS_OK = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -229,8 +233,7 @@ def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: 
         raise InvalidRequest(f"pass only one of content=, data= and json= (got {given})")
     if json is not None:
         try:
-            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"),
-                                 allow_nan=False).encode("utf-8")
+            body = _JSON.encode(json).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"json= is not JSON-serialisable: {exc}") from exc
         return body, None, b"application/json"

@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
-from ._core.http11 import split_header_block
+from ._core.http11 import split_header_block, split_status_line
 from ._exceptions import HTTPError, HTTPStatusError, InvalidRequest
 from ._headers import Headers, HeaderTypes
 from ._urls import URL, Origin, parse_url
@@ -118,8 +118,8 @@ class Response:
     call `aread()` / `read()`, inside the `with` block.
     """
 
-    __slots__ = ("_content", "_elapsed", "_headers", "_raw_headers", "_stream", "_stream_used",
-                 "http_version", "reason_phrase", "request", "status_code")
+    __slots__ = ("_content", "_elapsed", "_headers", "_http_version", "_raw_headers", "_reason",
+                 "_status_line", "_stream", "_stream_used", "request", "status_code")
 
     request: Request
 
@@ -129,8 +129,9 @@ class Response:
         if request is None:
             request = Request("GET", "http://localhost/")
         self.status_code = status_code
-        self.reason_phrase = reason_phrase
-        self.http_version = http_version
+        self._reason: str | None = reason_phrase
+        self._http_version: str | None = http_version
+        self._status_line = b""
         self._headers: Headers | None = Headers(headers)
         self._raw_headers = b""  # only responses from the wire keep an unsplit block
         self._content: bytes | None = content
@@ -140,13 +141,14 @@ class Response:
         self._stream_used = False
 
     @classmethod
-    def from_wire(cls, status_code: int, reason: bytes, version: str, raw_headers: bytes,
+    def from_wire(cls, status_code: int, status_line: bytes, raw_headers: bytes,
                   content: bytes | None, request: Request, elapsed: float) -> Response:
-        """The drivers' constructor: no copying, no validation, headers decoded lazily."""
+        """The drivers' constructor: no copying, no validation; the status line and headers
+        are decoded only when read."""
         response = cls.__new__(cls)
         response.status_code = status_code
-        response.reason_phrase = reason.decode("latin-1") if reason else ""
-        response.http_version = version
+        response._status_line = status_line
+        response._reason = response._http_version = None
         response._raw_headers = raw_headers
         response._headers = None
         response._content = content
@@ -157,6 +159,20 @@ class Response:
         return response
 
     # -- metadata --------------------------------------------------------------------------
+    @property
+    def reason_phrase(self) -> str:
+        """The status line's text ("Not Found"), as the server sent it; may be empty."""
+        if self._reason is None:
+            self._http_version, self._reason = split_status_line(self._status_line)
+        return self._reason
+
+    @property
+    def http_version(self) -> str:
+        """"HTTP/1.1" or "HTTP/1.0"."""
+        if self._http_version is None:
+            self._http_version, self._reason = split_status_line(self._status_line)
+        return self._http_version
+
     @property
     def headers(self) -> Headers:
         if self._headers is None:  # from the wire: split the header block on first use

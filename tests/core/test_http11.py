@@ -16,6 +16,7 @@ from poolhttp._core.http11 import (
     encode_request_head,
     keep_alive_timeout,
     split_header_block,
+    split_status_line,
 )
 
 
@@ -26,8 +27,9 @@ class Sink:
     body: bytearray = field(default_factory=bytearray)
     completions: list[bool] = field(default_factory=list)
 
-    def on_head(self, status: int, reason: bytes, version: str, head: bytes) -> None:
-        self.heads.append((status, reason, split_header_block(head)))
+    def on_head(self, status: int, status_line: bytes, head: bytes) -> None:
+        version, reason = split_status_line(status_line)
+        self.heads.append((status, reason.encode("latin-1"), split_header_block(head)))
         self.versions.append(version)
 
     def on_body(self, chunk: bytes) -> None:

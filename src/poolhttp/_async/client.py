@@ -62,9 +62,9 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=True)
-        return await self._send(request, head, body,
-                                self.timeout if timeout is None else Timeout.coerce(timeout),
-                                False, trace)
+        return await self._exchange(request, head, body,
+                                    self.timeout if timeout is None else Timeout.coerce(timeout),
+                                    False, trace)
 
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                headers: HeaderTypes | None = None, content: RequestContent = None,
@@ -85,8 +85,14 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         return AsyncStreamContext(self, request, head, body, self._resolve_timeout(timeout),
                                   trace)
 
-    async def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-                    stream: bool, trace: Trace | None) -> Response:
+    async def _exchange(self, request: Request, head: bytes, body: bytes | None,
+                        timeout: Timeout, stream: bool, trace: Trace | None,
+                        deadline: float | None = None, plan: RetryPlan | None = None) -> Response:
+        """One attempt: a connection, the request out, the response (or its head) in. A
+        failure, or a status the retry policy wants retried, goes on to `_retry`.
+
+        `request()` and `stream()` await this directly: every coroutine layer between the
+        caller and the response future costs on each suspend and resume."""
         pool = self._pool
         loop = asyncio.get_running_loop()
         if loop is not pool.loop:
@@ -94,77 +100,62 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         if self._closed:
             raise self._closed_error()
         started = loop.time()
-        deadline = None if timeout.total is None else started + timeout.total
-        try:
-            response = await self._attempt(request, head, body, timeout, deadline, stream,
-                                           started, trace)
-        except TransportError as exc:
-            return await self._retry(exc, request, head, body, timeout, deadline, stream,
-                                     started, trace)
-        if self._status_retries and response.status_code in self.retries.status_forcelist:
-            return await self._retry(response, request, head, body, timeout, deadline, stream,
-                                     started, trace)
-        return response
-
-    async def _attempt(self, request: Request, head: bytes, body: bytes | None,
-                       timeout: Timeout, deadline: float | None, stream: bool, started: float,
-                       trace: Trace | None) -> Response:
-        """One try: a connection, the request out, the response (or its head) in."""
-        pool = self._pool
+        if plan is None and timeout.total is not None:
+            deadline = started + timeout.total
         origin = request.url.origin
-        while True:
+        try:
             conn = pool.state.checkout(origin.key, started)
-            if conn is None:
+            while conn is None or conn.io.closing:
+                if conn is not None:
+                    pool.unused(conn)  # its transport went away before we could use it
                 conn = await pool.acquire(origin, timeout, deadline, trace)
             proto: AsyncConnection = conn.io
-            if not proto.closing:
-                break
-            pool.unused(conn)  # its transport went away before we could use it
-        if trace is not None:
-            emit(trace, "connection.acquired", reused=conn.requests > 1, connection_id=conn.id,
-                 origin=origin.key)
-        future = proto.send(request, head, body, timeout.read, timeout.write, deadline, stream,
-                            started, trace)
-        try:
-            if request.stream is not None:
-                await proto.send_body(request.stream)
-            response = await future
-        except BaseException:
-            proto.abandon()
-            raise
+            if trace is not None:
+                emit(trace, "connection.acquired", reused=conn.requests > 1,
+                     connection_id=conn.id, origin=origin.key)
+            future = proto.send(request, head, body, timeout.read, timeout.write, deadline,
+                                stream, started, trace)
+            try:
+                if request.stream is not None:
+                    await proto.send_body(request.stream)
+                response = await future
+            except BaseException:
+                proto.abandon()
+                raise
+        except TransportError as exc:
+            return await self._retry(exc, request, head, body, timeout, stream, trace,
+                                     deadline, plan)
+        if self._status_retries and response.status_code in self.retries.status_forcelist:
+            return await self._retry(response, request, head, body, timeout, stream, trace,
+                                     deadline, plan)
         if trace is not None and not stream:
             emit(trace, "response.complete", status=response.status_code)
         return response
 
     async def _retry(self, outcome: Response | TransportError, request: Request, head: bytes,
-                     body: bytes | None, timeout: Timeout, deadline: float | None, stream: bool,
-                     started: float, trace: Trace | None) -> Response:
-        """The slow path after a failed first attempt: retry as the policy allows."""
-        plan = RetryPlan(self.retries, request)
-        loop = self._pool.loop
-        while True:
-            if isinstance(outcome, Response):
-                delay = plan.after_response(outcome, time.time())
-                if delay is None:
-                    return outcome
-                await outcome.aclose()
-            else:
-                delay = plan.after_error(outcome)  # raises when there is no retry left
-            self._pool.state.retries += 1
-            if trace is not None:
-                emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
-                     reason=str(plan.errors[-1]))
-            if delay:
-                if deadline is not None and loop.time() + delay >= deadline:
-                    raise TotalTimeout(f"no response from {request.url.origin} within the total "
-                                       "time-out (the next retry was due later)",
-                                       origin=request.url.origin.key, timeout=timeout.total)
-                await asyncio.sleep(delay)
-            try:
-                outcome = await self._attempt(request, head, body, timeout, deadline, stream,
-                                              loop.time(), trace)
-            except TransportError as exc:
-                outcome = exc
+                     body: bytes | None, timeout: Timeout, stream: bool, trace: Trace | None,
+                     deadline: float | None, plan: RetryPlan | None) -> Response:
+        """After a failed attempt: another one, if the policy allows (see RetryPlan)."""
+        if plan is None:
+            plan = RetryPlan(self.retries, request)
+        if isinstance(outcome, Response):
+            delay = plan.after_response(outcome, time.time())
+            if delay is None:
+                return outcome
+            await outcome.aclose()
+        else:
+            delay = plan.after_error(outcome)  # raises when there is no retry left
+        self._pool.state.retries += 1
+        if trace is not None:
+            emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
+                 reason=str(plan.errors[-1]))
+        if delay:
+            if deadline is not None and self._pool.loop.time() + delay >= deadline:
+                raise TotalTimeout(f"no response from {request.url.origin} within the total "
+                                   "time-out (the next retry was due later)",
+                                   origin=request.url.origin.key, timeout=timeout.total)
+            await asyncio.sleep(delay)
+        return await self._exchange(request, head, body, timeout, stream, trace, deadline, plan)
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
@@ -211,8 +202,8 @@ class AsyncStreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._client._send(self._request, self._head, self._body,
-                                                  self._timeout, True, self._trace)
+        self._response = await self._client._exchange(self._request, self._head, self._body,
+                                                      self._timeout, True, self._trace)
         return self._response
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

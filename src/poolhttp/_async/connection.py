@@ -62,8 +62,7 @@ class AsyncConnection(asyncio.Protocol):
         self._sent_at = 0.0
         self._chunks: list[bytes] = []
         self._status = 0
-        self._reason = b""
-        self._version = "HTTP/1.1"
+        self._status_line = b""
         self._headers = b""  # the response's header block, split only if someone asks
         self.request_sent = False
         # Timers.
@@ -201,19 +200,18 @@ class AsyncConnection(asyncio.Protocol):
             self._arm_read(self._loop.time())
 
     # -- ResponseSink ----------------------------------------------------------------------
-    def on_head(self, status: int, reason: bytes, version: str, headers: bytes) -> None:
+    def on_head(self, status: int, status_line: bytes, headers: bytes) -> None:
         if self._trace is not None:
             emit(self._trace, "response.headers", status=status)
         self._status = status
-        self._reason = reason
-        self._version = version
+        self._status_line = status_line
         self._headers = headers
         if self._streaming:
             future, self._future = self._future, None
             assert future is not None
             assert self._request is not None
             stream = self._stream = AsyncBodyStream(self)
-            response = Response.from_wire(status, reason, version, headers, None, self._request,
+            response = Response.from_wire(status, status_line, headers, None, self._request,
                                           perf_counter() - self._sent_at)
             response._stream = stream
             if not future.done():
@@ -244,7 +242,7 @@ class AsyncConnection(asyncio.Protocol):
             chunks = self._chunks
             assert request is not None
             future.set_result(Response.from_wire(
-                self._status, self._reason, self._version, headers,
+                self._status, self._status_line, headers,
                 b"".join(chunks) if len(chunks) != 1 else chunks[0], request,
                 perf_counter() - self._sent_at))
 

@@ -52,9 +52,9 @@ class Client(ClientBase[Response]):
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=False)
-        return self._send(request, head, body,
-                          self.timeout if timeout is None else Timeout.coerce(timeout), False,
-                          trace)
+        return self._exchange(request, head, body,
+                              self.timeout if timeout is None else Timeout.coerce(timeout),
+                              False, trace)
 
     @contextmanager
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
@@ -73,71 +73,67 @@ class Client(ClientBase[Response]):
         """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=False)
-        response = self._send(request, head, body, self._resolve_timeout(timeout), True, trace)
+        response = self._exchange(request, head, body, self._resolve_timeout(timeout), True,
+                                  trace)
         try:
             yield response
         finally:
             response.close()
 
-    def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-              stream: bool, trace: Trace | None) -> Response:
+    def _exchange(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
+                  stream: bool, trace: Trace | None, deadline: float | None = None,
+                  plan: RetryPlan | None = None) -> Response:
+        """One attempt: a connection, the request out, the response (or its head) in. A
+        failure, or a status the retry policy wants retried, goes on to `_retry`."""
         if self._closed:
             raise self._closed_error()
-        started = time.monotonic()
-        deadline = None if timeout.total is None else started + timeout.total
+        if plan is None and timeout.total is not None:
+            deadline = time.monotonic() + timeout.total
         try:
-            response = self._attempt(request, head, body, timeout, deadline, stream, trace)
+            conn = self._pool.acquire(request.url.origin, timeout, deadline, trace)
+            io: SyncConnection = conn.io
+            if trace is not None:
+                emit(trace, "connection.acquired", reused=conn.requests > 1,
+                     connection_id=conn.id, origin=conn.key)
+            try:
+                io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
+                response = io.receive(request, stream)
+            except BaseException:
+                io.abandon()
+                raise
         except TransportError as exc:
-            return self._retry(exc, request, head, body, timeout, deadline, stream, trace)
+            return self._retry(exc, request, head, body, timeout, stream, trace, deadline, plan)
         if self._status_retries and response.status_code in self.retries.status_forcelist:
-            return self._retry(response, request, head, body, timeout, deadline, stream, trace)
-        return response
-
-    def _attempt(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-                 deadline: float | None, stream: bool, trace: Trace | None) -> Response:
-        """One try: a connection, the request out, the response (or its head) in."""
-        conn = self._pool.acquire(request.url.origin, timeout, deadline, trace)
-        io: SyncConnection = conn.io
-        if trace is not None:
-            emit(trace, "connection.acquired", reused=conn.requests > 1, connection_id=conn.id,
-                 origin=conn.key)
-        try:
-            io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
-            response = io.receive(request, stream)
-        except BaseException:
-            io.abandon()
-            raise
+            return self._retry(response, request, head, body, timeout, stream, trace, deadline,
+                               plan)
         if trace is not None and not stream:
             emit(trace, "response.complete", status=response.status_code)
         return response
 
     def _retry(self, outcome: Response | TransportError, request: Request, head: bytes,
-               body: bytes | None, timeout: Timeout, deadline: float | None, stream: bool,
-               trace: Trace | None) -> Response:
-        """The slow path after a failed first attempt: retry as the policy allows."""
-        plan = RetryPlan(self.retries, request)
-        while True:
-            if isinstance(outcome, Response):
-                delay = plan.after_response(outcome, time.time())
-                if delay is None:
-                    return outcome
-                outcome.close()
-            else:
-                delay = plan.after_error(outcome)  # raises when there is no retry left
-            self._pool.count_retry()
-            if trace is not None:
-                emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
-                     reason=str(plan.errors[-1]))
-            if delay:
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    raise TotalTimeout(f"no response from {request.url.origin} within the total "
-                                       "time-out (the next retry was due later)",
-                                       origin=request.url.origin.key, timeout=timeout.total)
-                time.sleep(delay)
-            try:
-                outcome = self._attempt(request, head, body, timeout, deadline, stream, trace)
-            except TransportError as exc:
-                outcome = exc
+               body: bytes | None, timeout: Timeout, stream: bool, trace: Trace | None,
+               deadline: float | None, plan: RetryPlan | None) -> Response:
+        """After a failed attempt: another one, if the policy allows (see RetryPlan)."""
+        if plan is None:
+            plan = RetryPlan(self.retries, request)
+        if isinstance(outcome, Response):
+            delay = plan.after_response(outcome, time.time())
+            if delay is None:
+                return outcome
+            outcome.close()
+        else:
+            delay = plan.after_error(outcome)  # raises when there is no retry left
+        self._pool.count_retry()
+        if trace is not None:
+            emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
+                 reason=str(plan.errors[-1]))
+        if delay:
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise TotalTimeout(f"no response from {request.url.origin} within the total "
+                                   "time-out (the next retry was due later)",
+                                   origin=request.url.origin.key, timeout=timeout.total)
+            time.sleep(delay)
+        return self._exchange(request, head, body, timeout, stream, trace, deadline, plan)
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""

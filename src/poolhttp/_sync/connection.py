@@ -70,9 +70,8 @@ class SyncConnection:
         self.request_sent = False
         # Response state filled by the sink callbacks.
         self._status = 0
-        self._reason = b""
         self._headers = b""  # the response's header block, split only if someone asks
-        self._version = "HTTP/1.1"
+        self._status_line = b""
         self._chunks: deque[bytes] | list[bytes] = []
         self._head_done = False
         self._done = False
@@ -156,9 +155,8 @@ class SyncConnection:
             raise self._fail(exc) from None
         chunks = self._chunks
         elapsed = time.perf_counter() - self._sent_at
-        version = self._version
         if stream:
-            response = Response.from_wire(self._status, self._reason, version, self._headers,
+            response = Response.from_wire(self._status, self._status_line, self._headers,
                                           None, request, elapsed)
             # The stream owns the buffered chunks: once the body has ended the connection may
             # serve another thread while the consumer still reads these.
@@ -168,7 +166,7 @@ class SyncConnection:
                 self._finish()
             return response
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        response = Response.from_wire(self._status, self._reason, version, self._headers, body,
+        response = Response.from_wire(self._status, self._status_line, self._headers, body,
                                       request, elapsed)
         self._finish()
         return response
@@ -284,12 +282,11 @@ class SyncConnection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
 
     # -- ResponseSink ----------------------------------------------------------------------
-    def on_head(self, status: int, reason: bytes, version: str, headers: bytes) -> None:
+    def on_head(self, status: int, status_line: bytes, headers: bytes) -> None:
         if self._trace is not None:
             emit(self._trace, "response.headers", status=status)
         self._status = status
-        self._reason = reason
-        self._version = version
+        self._status_line = status_line
         self._headers = headers
         self._head_done = True
 
