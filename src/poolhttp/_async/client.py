@@ -94,11 +94,10 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         `request()` and `stream()` await this directly: every coroutine layer between the
         caller and the response future costs on each suspend and resume."""
         pool = self._pool
-        loop = asyncio.get_running_loop()
-        if loop is not pool.loop:
-            pool.bind(loop)
+        pool.check_loop()
         if self._closed:
             raise self._closed_error()
+        loop = pool.loop
         started = loop.time()
         if plan is None and timeout.total is not None:
             deadline = started + timeout.total

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import ssl
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from .._client_base import Trace, emit
@@ -60,9 +61,20 @@ class AsyncPool:
         self._live: set[AsyncConnection] = set()
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._writes: list[tuple[AsyncConnection, bytes]] | None = None
+        self._thread = 0  # the thread our loop runs in (0: not bound yet)
+
+    def check_loop(self) -> None:
+        """Make sure the caller runs on this pool's loop (binding it on first use).
+
+        asyncio.get_running_loop() costs a getpid() system call in CPython, too much for
+        every request. One loop runs per thread, so when this thread is the one our loop
+        runs in and our loop is running, the caller is on it; only otherwise do we ask."""
+        if self._thread != get_ident() or not self.loop.is_running():
+            self.bind(asyncio.get_running_loop())
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Use `loop` from now on; refused while connections live on another loop."""
+        self._thread = get_ident()
         if self.loop is not None and loop is not self.loop:
             if self._live or self.state.n_open or self.state.n_waiting:
                 raise RuntimeError(
@@ -354,9 +366,24 @@ class AsyncPool:
             self._expiry_timer = None
 
     async def aclose(self) -> None:
-        """Fail waiters, close every connection and wait until their sockets are closed."""
+        """Fail waiters, close every connection and wait until their sockets are closed.
+
+        Called from a loop other than the pool's: if the pool's loop runs in another thread,
+        the closing is done there; if it is stopped, transports are aborted and finish
+        closing when it next runs; if it is closed, nothing can close them any more (close
+        the client before its loop ends) and only the books are settled."""
+        loop = self.loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            if loop.is_running():
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), loop))
+                return
+            actions = self.state.close_all()
+            if not loop.is_closed():
+                self.apply(actions)
+            self._live.clear()
+            return
         self.apply(self.state.close_all())
-        if self.loop is None:
+        if loop is None:
             return
         self._cancel_expiry()
         for lookup in list(self._lookups.values()):

@@ -150,6 +150,10 @@ class ResponseReader:
                 self._raise_parser_error(exc)
             if self.state == HEAD:
                 self._keep_unfinished_head()
+        # Keep no reference to what was fed: asyncio reads into a 256 KiB buffer that it then
+        # shrinks, and holding even the shrunk chunk until the next read fragments the heap so
+        # that every read costs mmap/munmap/mremap calls (measured: kernel time doubled).
+        self._data = self._source = b""
         if self._complete:
             self._complete = False
             self._sink.on_complete(self._keep_alive)
