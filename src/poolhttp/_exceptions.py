@@ -140,9 +140,9 @@ class ServerDisconnected(ReadError):
     """The server closed (or reset) the connection before a complete response arrived.
 
     `request_sent` says whether the whole request reached the socket, `response_started`
-    whether any byte of a response arrived, and `reused` whether the connection had served a
-    request before (the keep-alive race: the server dropped an idle connection just as we
-    reused it).
+    whether any byte of a response arrived, and `reused` whether the connection had waited in
+    the pool (it served a request before, or it sat idle before this one): then this is the
+    keep-alive race, the server having dropped an idle connection just as we used it.
     """
 
     def __init__(self, message: str, *, origin: str | None = None, request_sent: bool = True,

@@ -9,8 +9,9 @@ Two kinds of retry live here:
   response arrived most likely met a connection the server had just closed. It is resent once,
   at once, if it is safe to resend (an idempotent method or an `Idempotency-Key` header);
   otherwise `StaleConnectionError` says it may not have been processed. The resend goes out on
-  another connection: one verified alive, or a new one. This happens whatever the `Retry`
-  policy says, and counts in `stats().retries`.
+  a new connection (`fresh`), and the idle connections to that origin are closed: a server
+  that dropped one has usually dropped the others that waited as long. This happens whatever
+  the `Retry` policy says, and counts in `stats().retries`.
 - The `Retry` policy: connect, read and status retries with backoff.
 """
 
@@ -42,7 +43,7 @@ class RetryPlan:
     """The retry state of one request (created on its first failure, so it costs nothing on
     the fast path)."""
 
-    __slots__ = ("_idempotent", "_resendable", "errors", "policy", "retried_stale")
+    __slots__ = ("_idempotent", "_resendable", "errors", "fresh", "policy", "retried_stale")
 
     def __init__(self, policy: Retry, request: Request) -> None:
         self.policy = policy
@@ -51,13 +52,15 @@ class RetryPlan:
         self._resendable = request.stream is None  # a streamed body cannot be replayed
         self.errors: list[BaseException] = []
         self.retried_stale = False
+        self.fresh = False  # the next attempt must not reuse an idle connection
 
     def after_error(self, error: TransportError) -> float:
         """Seconds to wait before the next attempt; raises what the caller should see."""
         self.errors.append(error)
+        self.fresh = False
         if isinstance(error, ServerDisconnected) and error.reused and not error.response_started:
             if self._idempotent and self._resendable and not self.retried_stale:
-                self.retried_stale = True
+                self.retried_stale = self.fresh = True
                 return 0.0
             if not self._idempotent:
                 raise StaleConnectionError(

@@ -84,6 +84,9 @@ class PoolMachine(RuleBasedStateMachine):
                     self.connecting.remove(conn)
 
     def hand_out(self, ticket: Ticket, conn: Conn) -> None:
+        if ticket.fresh:
+            assert self.served.get(conn.id, 0) == 0, "a fresh request got a used connection"
+            assert not conn.pooled, "a fresh request got a connection that waited idle"
         self.using.append((ticket, conn))
         self.served[conn.id] = self.served.get(conn.id, 0) + 1
 
@@ -92,14 +95,16 @@ class PoolMachine(RuleBasedStateMachine):
         self.served[conn.id] -= 1
 
     # -- rules -------------------------------------------------------------------------------
-    @rule(origin=st.sampled_from(ORIGINS))
-    def request(self, origin: str) -> None:
-        conn = self.pool.checkout(origin, self.now)
+    @rule(origin=st.sampled_from(ORIGINS), fresh=st.sampled_from([False, False, False, True]))
+    def request(self, origin: str, fresh: bool) -> None:
+        """A request; a fresh one (the resend after the keep-alive race) skips `checkout`
+        and must get a new connection."""
+        conn = None if fresh else self.pool.checkout(origin, self.now)
         if conn is not None:
             assert not [t for t in self.waiting if t.key == origin], "checkout jumped the queue"
             self.hand_out(Ticket(origin), conn)
             return
-        ticket = Ticket(origin)
+        ticket = Ticket(origin, fresh=fresh)
         actions = self.pool.request(ticket, self.now)
         if ticket.conn is not None:
             self.apply(actions)
@@ -203,7 +208,7 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.connections == stats.connecting + stats.idle + stats.active
         assert stats.active == len(self.using)
         assert stats.connecting == len(self.connecting)
-        assert stats.created - stats.closed == stats.connections
+        assert stats.created - stats.closed == stats.connections - stats.connecting
         assert stats.reused == sum(n - 1 for n in self.served.values() if n > 1)
 
     @invariant()
@@ -235,3 +240,33 @@ def test_close_all_fails_waiters_and_closes_everything() -> None:
     assert pool.n_open == 0
     pool.check_invariants()
     assert pool.released(opened[0], True, 1.0) == []  # late release after close: ignored
+
+
+def test_a_connection_that_waited_idle_may_be_stale_even_if_it_never_served() -> None:
+    """A connect finishes after its request was served by a released connection: the new one
+    goes idle unused. When it is handed out later the server may have closed it meanwhile,
+    so a failure on it is the keep-alive race (retried for idempotent requests), exactly as
+    for a connection that served before."""
+    pool = PoolState(Limits(max_connections=2))
+    first, second = Ticket("http://a:80"), Ticket("http://a:80")
+    (open_first,) = pool.request(first, 0.0)
+    assert isinstance(open_first, Open)
+    pool.connected(open_first.conn, 0.0)
+    assert first.conn is open_first.conn
+    assert not first.conn.may_be_stale  # new, first use
+    (open_second,) = pool.request(second, 0.1)
+    assert isinstance(open_second, Open)
+    # The first request ends before the second's connect does: its connection goes to the
+    # waiter, and the second connection, once open, has nobody to serve.
+    pool.released(first.conn, True, 0.2)
+    assert second.conn is first.conn
+    assert second.conn.may_be_stale  # it served one before
+    pool.connected(open_second.conn, 0.3)
+    assert open_second.conn.state == IDLE
+    assert open_second.conn.requests == 0
+    later = pool.checkout("http://a:80", 5.0)
+    assert later is open_second.conn
+    assert later.requests == 1
+    assert later.may_be_stale
+    assert pool.stats().reused == 1  # only the first connection served twice
+    pool.check_invariants()

@@ -234,6 +234,17 @@ class _Idle(Exception):
     """No request started within the idle limit."""
 
 
+def _input_waiting(reader: _Reader, writer: asyncio.StreamWriter) -> bool:
+    """Whether bytes from the client wait in the stream's buffer or in the socket."""
+    if len(reader.stream._buffer):  # read but not yet consumed (the attribute is stable)
+        return True
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.fileno() < 0:
+        return False
+    readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    return bool(readable)
+
+
 class _Reader:
     """Buffered reads from a stream, for a parser that needs exact line boundaries."""
 
@@ -599,6 +610,7 @@ class ScriptedServer:
     Options:
       idle_close_ms / idle_close_with: close a connection on which no request starts within
         that many milliseconds (after accept and after each reply), with "fin" or "rst".
+      idle_close_first_ms: the same limit for the first request after accept, if different.
       on_accept: "serve" (default); "deaf" accepts and never reads a byte (for write
         time-outs: the client's writes block once the kernel buffers fill); "stall" accepts,
         reads and discards input, and never writes (for
@@ -606,6 +618,7 @@ class ScriptedServer:
       tls: serve HTTPS with these certificates (or this server context).
       send_continue: answer `Expect: 100-continue` with an interim 100 response.
       raise_handler_errors: `stop()` raises ServerHandlerError if a handler raised.
+      keep_requests: how many of the latest parsed requests `received` keeps.
     """
 
     def __init__(
@@ -616,11 +629,13 @@ class ScriptedServer:
         *,
         idle_close_ms: int | None = None,
         idle_close_with: Literal["fin", "rst"] = "fin",
+        idle_close_first_ms: int | None = None,
         on_accept: Literal["serve", "deaf", "stall", "close", "reset"] = "serve",
         tls: CertBundle | ssl.SSLContext | None = None,
         send_continue: bool = True,
         backlog: int = 128,
         raise_handler_errors: bool = True,
+        keep_requests: int = 10_000,
         _notifier: _Notifier | None = None,
     ) -> None:
         self.handler = handler
@@ -628,6 +643,7 @@ class ScriptedServer:
         self._requested_port = port
         self.idle_close_ms = idle_close_ms
         self.idle_close_with = idle_close_with
+        self.idle_close_first_ms = idle_close_first_ms
         self.on_accept = on_accept
         self.send_continue = send_continue
         self.backlog = backlog
@@ -645,7 +661,7 @@ class ScriptedServer:
         self._closed_by_client = 0
         self._records: list[ConnectionRecord] = []
         # Bounded so a long test does not hoard every body it ever received.
-        self._received: deque[ReceivedRequest] = deque(maxlen=10_000)
+        self._received: deque[ReceivedRequest] = deque(maxlen=keep_requests)
         self._protocol_errors: list[str] = []
         self._handler_errors: list[str] = []
         self._stopped = False
@@ -959,13 +975,20 @@ class ScriptedServer:
         self, reader: _Reader, writer: asyncio.StreamWriter, index: int, request_index: int
     ) -> ReceivedRequest:
         if not reader.buffer:
-            if self.idle_close_ms is None:
+            limit = self.idle_close_ms
+            if request_index == 0 and self.idle_close_first_ms is not None:
+                limit = self.idle_close_first_ms
+            if limit is None:
                 await reader.fill()
             else:
                 try:
-                    await asyncio.wait_for(reader.fill(), self.idle_close_ms / 1000)
+                    await asyncio.wait_for(reader.fill(), limit / 1000)
                 except asyncio.TimeoutError:
-                    raise _Idle from None
+                    # Idle means nothing arrived. On a busy loop the time-out can fire after
+                    # a request arrived but before this task ran: serve that one.
+                    if not _input_waiting(reader, writer):
+                        raise _Idle from None
+                    await reader.fill()
         # A client may send a stray CRLF after a body; the RFC says to ignore at least one.
         line = await reader.line()
         for _ in range(4):
@@ -1121,12 +1144,15 @@ class ScriptedServer:
             transport.get_write_buffer_size() > 0 or _unacknowledged(sock.fileno()) > 0
         ):
             await asyncio.sleep(0.001)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if sock.fileno() >= 0:  # the client may have closed it meanwhile
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
 
 
 def _unacknowledged(fd: int) -> int:
     """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ)."""
+    if fd < 0:  # closed
+        return 0
     try:
         result = fcntl.ioctl(fd, termios.TIOCOUTQ, struct.pack("i", 0))
     except OSError:

@@ -102,12 +102,13 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         if plan is None and timeout.total is not None:
             deadline = started + timeout.total
         origin = request.url.origin
+        fresh = plan is not None and plan.fresh
         try:
-            conn = pool.state.checkout(origin.key, started)
+            conn = None if fresh else pool.state.checkout(origin.key, started)
             while conn is None or conn.io.closing:
                 if conn is not None:
                     pool.unused(conn)  # its transport went away before we could use it
-                conn = await pool.acquire(origin, timeout, deadline, trace)
+                conn = await pool.acquire(origin, timeout, deadline, trace, fresh)
             proto: AsyncConnection = conn.io
             if trace is not None:
                 emit(trace, "connection.acquired", reused=conn.requests > 1,

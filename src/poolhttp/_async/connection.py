@@ -55,6 +55,7 @@ class AsyncConnection(asyncio.Protocol):
         self.closing = False  # close() was called or the transport was lost: never send
         # The exchange in flight: `_active` from send() until the pool got the connection back.
         self._active = False
+        self.unsent = False  # the request waits in the pool's write batch
         self._future: asyncio.Future[Response] | None = None
         self._request: Request | None = None
         self._stream: AsyncBodyStream | None = None
@@ -151,6 +152,11 @@ class AsyncConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._active:
             self._unsolicited(data)
+            return
+        if self.unsent:  # bytes before our request even left: they answer nothing of ours
+            self.fail(RemoteProtocolError(
+                f"{self.origin} sent bytes before the request was sent (out of step)",
+                origin=self.origin, reason="unsolicited bytes"))
             return
         deadline = self._loop.time() + self._read_timeout
         self._read_deadline = deadline if deadline < self._cap else self._cap
@@ -365,7 +371,7 @@ class AsyncConnection(asyncio.Protocol):
         return ServerDisconnected(
             f"{self.origin} {how} without sending a response", origin=self.origin,
             request_sent=self.request_sent, response_started=self._reader.response_started,
-            reused=self.conn.requests > 1)
+            reused=self.conn.may_be_stale)
 
 
 class AsyncBodyStream:

@@ -90,11 +90,13 @@ class AsyncPool:
 
     # -- acquiring ---------------------------------------------------------------------------
     async def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
-                      trace: Trace | None) -> Conn:
-        """Wait for a connection to `origin` (the fast path `checkout` found none)."""
+                      trace: Trace | None, fresh: bool = False) -> Conn:
+        """Wait for a connection to `origin` (the fast path `checkout` found none); with
+        `fresh`, for a new one (see Ticket.fresh)."""
         loop = self.loop
         now = loop.time()
         ticket = AsyncTicket(origin, timeout, deadline, trace)
+        ticket.fresh = fresh
         future: asyncio.Future[Conn] = loop.create_future()
         ticket.waiter = future
         actions = self.state.request(ticket, now)
@@ -187,12 +189,14 @@ class AsyncPool:
             self._writes = []
             self.loop.call_soon(self._flush_writes)
         else:
+            proto.unsent = True
             writes.append((proto, data))
 
     def _flush_writes(self) -> None:
         writes, self._writes = self._writes, None
         for proto, data in writes or ():
             transport = proto.transport
+            proto.unsent = False
             if transport is not None and not proto.closing:
                 transport.write(data)
 

@@ -82,8 +82,8 @@ class PoolStateError(AssertionError):
 class Conn:
     """The pool's record of one connection. `io` belongs to the driver (its transport)."""
 
-    __slots__ = ("created_at", "expires_at", "host", "id", "idle_since", "io", "requests",
-                 "state")
+    __slots__ = ("created_at", "expires_at", "host", "id", "idle_since", "io", "pooled",
+                 "requests", "state")
 
     _ids = itertools.count(1)
 
@@ -94,8 +94,18 @@ class Conn:
         self.idle_since = now
         self.expires_at = now
         self.requests = 0  # requests assigned to it so far
+        # Taken from the idle list at least once: like a reused connection, the server may
+        # have closed it while it waited (even one opened for a waiter that then left).
+        self.pooled = False
         self.io: Any = None
         self.id = next(Conn._ids)
+
+    @property
+    def may_be_stale(self) -> bool:
+        """Whether the server may have closed it before this request: it served one before or
+        waited in the idle list. A request failing on it before any response byte is the
+        keep-alive race, not a server refusing this request."""
+        return self.requests > 1 or self.pooled
 
     @property
     def key(self) -> str:
@@ -108,10 +118,12 @@ class Conn:
 class Ticket:
     """One request's place in the queue. `waiter` belongs to the driver (a future or a lock)."""
 
-    __slots__ = ("conn", "host", "key", "seq", "state", "waiter")
+    __slots__ = ("conn", "fresh", "host", "key", "seq", "state", "waiter")
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, fresh: bool = False) -> None:
         self.key = key
+        # Only a new connection will do: the resend after the keep-alive race.
+        self.fresh = fresh
         self.host: _Host | None = None
         self.seq = 0
         self.state: str = WAITING
@@ -199,8 +211,11 @@ NO_ACTIONS: Final[list[Action]] = []  # returned when there is nothing to do; ne
 class PoolStats:
     """A snapshot of a pool. `connections == connecting + idle + active` always holds.
 
-    `created`, `reused` and `closed` count since the client started: connections opened,
-    requests served on a connection that had served one before, and connections closed.
+    `created`, `reused` and `closed` count since the client started: connections opened
+    (TCP connected, and the TLS handshake done for https; attempts that failed or were given
+    up are not counted, so `created` matches the connections a server accepted), requests
+    served on a connection that had served one before, and opened connections closed.
+    `created - closed == idle + active`.
     `retries` counts requests sent again, and `dns_lookups` the name look-ups made (cached
     answers and look-ups shared by concurrent requests are not counted). `per_host` maps an origin
     ("http://127.0.0.1:8080") to the same figures for it; origins with nothing open are
@@ -252,6 +267,7 @@ class PoolState:
         host.idle.pop()
         del self._idle_lru[conn]
         conn.state = ACTIVE
+        conn.pooled = True
         host.n_active += 1
         if conn.requests:
             self.reused += 1
@@ -267,13 +283,14 @@ class PoolState:
         ticket.host = host
         actions: list[Action] = []
         # Waiters and idle connections never coexist for one origin, so taking an idle one
-        # here jumps no queue.
+        # here jumps no queue. A fresh ticket closes them instead: they are suspect.
         while host.idle:
             conn = host.idle.pop()
             del self._idle_lru[conn]
-            if now >= conn.expires_at:
+            if ticket.fresh or now >= conn.expires_at:
                 self._close(conn, actions)
                 continue
+            conn.pooled = True
             self._activate(conn, ticket)
             return actions
         ticket.seq = next(self._seq)
@@ -290,6 +307,8 @@ class PoolState:
             return [Close(conn)]
         self._move(conn, IDLE)
         conn.host.connecting.remove(conn)
+        conn.host.created += 1  # counted once open, so that it matches the server's accepts
+        self.created += 1
         conn.idle_since = now
         conn.expires_at = now + self._expiry
         actions: list[Action] = []
@@ -520,6 +539,11 @@ class PoolState:
         if host.n_waiting:
             head = self._head(host)
             if blocked is None or blocked is host or self._head(blocked).seq > head.seq:
+                if head.fresh and (conn.requests or conn.pooled):
+                    # It needs a new connection: this one's slot goes to opening one.
+                    self._close(conn, actions)
+                    self._slot_freed(host, now, actions)
+                    return
                 self._pop_waiter(host)
                 self._activate(conn, head)
                 actions.append(Assign(head, conn))
@@ -555,9 +579,7 @@ class PoolState:
             conn = Conn(host, now)
             host.conns.add(conn)
             host.connecting.append(conn)
-            host.created += 1
             self.n_open += 1
-            self.created += 1
             actions.append(Open(conn, ticket if ticket is not None else self._head(host)))
             ticket = None
 
@@ -616,12 +638,13 @@ class PoolState:
         self._remove(conn)
 
     def _remove(self, conn: Conn) -> None:
-        conn.state = CLOSED
         host = conn.host
+        if conn.state is not CONNECTING:  # one never opened was never counted as created
+            host.closed += 1
+            self.closed += 1
+        conn.state = CLOSED
         host.conns.discard(conn)
-        host.closed += 1
         self.n_open -= 1
-        self.closed += 1
 
 
 def _expect(condition: bool, message: str) -> None:

@@ -90,7 +90,8 @@ class Client(ClientBase[Response]):
         if plan is None and timeout.total is not None:
             deadline = time.monotonic() + timeout.total
         try:
-            conn = self._pool.acquire(request.url.origin, timeout, deadline, trace)
+            conn = self._pool.acquire(request.url.origin, timeout, deadline, trace,
+                                      plan is not None and plan.fresh)
             io: SyncConnection = conn.io
             if trace is not None:
                 emit(trace, "connection.acquired", reused=conn.requests > 1,

@@ -237,7 +237,7 @@ class SyncConnection:
     def _disconnected(self, message: str) -> ServerDisconnected:
         return ServerDisconnected(message, origin=self.origin, request_sent=self.request_sent,
                                   response_started=self._reader.response_started,
-                                  reused=self.conn.requests > 1)
+                                  reused=self.conn.may_be_stale)
 
     def close(self) -> None:
         """Close the socket. When the client is closed under a request in flight, another

@@ -117,25 +117,30 @@ class SyncPool:
 
     # -- acquiring ---------------------------------------------------------------------------
     def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
-                trace: Trace | None) -> Conn:
-        """A connection to `origin`, reused when an idle one is alive, else waited for."""
+                trace: Trace | None, fresh: bool = False) -> Conn:
+        """A connection to `origin`, reused when an idle one is alive, else waited for; with
+        `fresh`, a new one (see Ticket.fresh)."""
         key = origin.key
         while True:
-            with self.lock:
-                conn = self.state.checkout(key, time.monotonic())
+            conn = None
+            if not fresh:
+                with self.lock:
+                    conn = self.state.checkout(key, time.monotonic())
             if conn is None:
-                conn = self._wait(origin, timeout, deadline, trace)
+                conn = self._wait(origin, timeout, deadline, trace, fresh)
             io: SyncConnection = conn.io
-            if conn.requests == 1 or io.is_reusable():
+            # One that waited in the pool may have been closed by the server meanwhile.
+            if not conn.may_be_stale or io.is_reusable():
                 return conn
             with self.lock:  # closed by the server while idle: never used, try the next one
                 self._apply(self.state.unused(conn, False, time.monotonic()), None)
 
     def _wait(self, origin: Origin, timeout: Timeout, deadline: float | None,
-              trace: Trace | None) -> Conn:
+              trace: Trace | None, fresh: bool = False) -> Conn:
         """Queue for a connection. The waiter's lock works as a binary semaphore: `wake()`
         releases it once, and only this thread takes it back, so no wake-up is ever lost."""
         ticket = SyncTicket(origin, timeout, deadline, trace)
+        ticket.fresh = fresh
         now = time.monotonic()
         limit = timeout.pool
         end = now + limit if limit is not None else None
