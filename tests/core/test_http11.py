@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import httptools
 import pytest
 
 from poolhttp import RemoteProtocolError
@@ -175,6 +176,36 @@ def test_malformed_raises_remote_protocol_error(name: str, data: bytes, is_head:
         read(data, head=is_head, eof=eof)
     assert words.lower() in str(info.value).lower()
     assert info.value.origin == "http://test:80"
+
+
+@pytest.mark.parametrize(("name", "data", "is_head", "eof", "words"), MALFORMED,
+                         ids=[case[0] for case in MALFORMED])
+def test_malformed_inside_an_except_block(name: str, data: bytes, is_head: bool, eof: bool,
+                                          words: str) -> None:
+    """Reading inside an `except` block (a retry, or a user's handler) must raise the
+    protocol error, never the exception being handled there: httptools gives a callback's
+    exception as context, which is then that handled exception instead."""
+    def read_while_handling() -> None:
+        try:
+            raise KeyError("handled by the caller")
+        except KeyError:
+            read(data, head=is_head, eof=eof)
+
+    with pytest.raises(RemoteProtocolError) as info:
+        read_while_handling()
+    assert words.lower() in str(info.value).lower()
+
+
+def test_a_failing_sink_surfaces_as_itself_not_as_a_protocol_error() -> None:
+    class Broken(Sink):
+        def on_body(self, data: bytes) -> None:
+            raise ZeroDivisionError("a bug in the sink")
+
+    reader = ResponseReader(Broken(), "http://test:80")
+    reader.expect(False)
+    with pytest.raises(httptools.HttpParserCallbackError) as info:
+        reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert isinstance(info.value.__context__, ZeroDivisionError)
 
 
 def test_header_size_limit() -> None:

@@ -84,7 +84,7 @@ class ResponseReader:
     __slots__ = ("_complete", "_data", "_head_block", "_head_bytes", "_head_start", "_hooks",
                  "_interim", "_is_head",
                  "_keep_alive", "_max_header_bytes", "_max_headers", "_parser", "_pending",
-                 "_sink", "_source", "origin", "state", "status")
+                 "_sink", "_source", "_stopped", "origin", "state", "status")
 
     def __init__(self, sink: ResponseSink, origin: str, *,
                  max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
@@ -111,6 +111,7 @@ class ResponseReader:
         self._head_start = 0  # where the next head begins in _source
         self._data: bytes | memoryview = b""  # the feed in progress
         self._head_block = b""  # header lines of the response being read
+        self._stopped: _Stop | None = None  # why a hook of ours stopped the parser
 
     # -- driver side -------------------------------------------------------------------------
     def expect(self, is_head: bool) -> None:
@@ -181,7 +182,7 @@ class ResponseReader:
     # -- httptools callbacks (through _Hooks) -------------------------------------------------
     def _on_message_begin(self) -> None:
         if self.state == IDLE:
-            raise _Stop("bytes after the end of the response")
+            raise self._halt("bytes after the end of the response")
 
     def _on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -189,7 +190,7 @@ class ResponseReader:
         if status < 200:
             self._interim += 1
             if self._interim > MAX_INTERIM:
-                raise _Stop(f"more than {MAX_INTERIM} interim (1xx) responses")
+                raise self._halt(f"more than {MAX_INTERIM} interim (1xx) responses")
             return
         line_end = head.find(b"\r\n")
         if line_end < 0:
@@ -199,7 +200,7 @@ class ResponseReader:
             # A header line takes at least 4 bytes ("a:" CRLF): shorter blocks need no count.
             max_headers = self._max_headers
             if len(block) >= 4 * max_headers - 2 and block.count(b"\r\n") >= max_headers:
-                raise _Stop(f"more than {max_headers} header lines")
+                raise self._halt(f"more than {max_headers} header lines")
         self.state = BODY
         self.status = status
         self._head_block = block
@@ -229,9 +230,9 @@ class ResponseReader:
             source = self._source = self._pending + bytes(self._data)
             end = source.find(b"\r\n\r\n", start)
         if end < 0:  # llhttp has seen the end of the head, so we must find it too
-            raise _Stop("internal: the end of the response head was not found")
+            raise self._halt("internal: the end of the response head was not found")
         if end - start > self._max_header_bytes:
-            raise _Stop(f"response head exceeds {self._max_header_bytes} bytes")
+            raise self._halt(f"response head exceeds {self._max_header_bytes} bytes")
         self._head_start = end + 4
         return source[start:end]
 
@@ -280,11 +281,18 @@ class ResponseReader:
                 return False
         return True
 
+    def _halt(self, reason: str) -> _Stop:
+        """The exception a hook raises to stop the parser, remembered: httptools reports it
+        as a callback error whose context is lost when the feed runs inside an `except`
+        block (the context is then the exception being handled there)."""
+        stop = self._stopped = _Stop(reason)
+        return stop
+
     def _raise_parser_error(self, exc: Exception) -> None:
-        stop = exc.__context__
-        if stop is not None and not isinstance(stop, _Stop):
-            raise stop  # our sink failed: a bug to surface as it is, not a protocol error
-        if isinstance(stop, _Stop):
+        stop, self._stopped = self._stopped, None
+        if stop is None and isinstance(exc, httptools.HttpParserCallbackError):
+            raise exc  # our sink failed: a bug to surface as it is, not a protocol error
+        if stop is not None:
             reason = str(stop)
             if reason == "bytes after the end of the response":
                 raise self._error("the server sent bytes after the end of the response",

@@ -103,7 +103,12 @@ class Client(ClientBase[Response]):
                 io.abandon()
                 raise
         except TransportError as exc:
-            return self._retry(exc, request, head, body, timeout, stream, trace, deadline, plan)
+            error: TransportError | None = exc
+        else:
+            error = None
+        if error is not None:  # retried outside the handler: no chain of contexts
+            return self._retry(error, request, head, body, timeout, stream, trace, deadline,
+                               plan)
         if self._status_retries and response.status_code in self.retries.status_forcelist:
             return self._retry(response, request, head, body, timeout, stream, trace, deadline,
                                plan)

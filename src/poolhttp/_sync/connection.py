@@ -120,7 +120,7 @@ class SyncConnection:
                 if write_timeout is not None else f"writing to {self.origin} timed out",
                 origin=self.origin, timeout=write_timeout)) from exc
         except OSError as exc:
-            if self.conn.requests > 1:  # the keep-alive race: the server closed it while idle
+            if self.conn.may_be_stale:  # the keep-alive race: the server closed it while idle
                 raise self._fail(self._disconnected(
                     f"{self.origin} closed the connection as the request went out ({exc})")
                 ) from exc
