@@ -64,6 +64,51 @@ async def test_cancel_while_waiting_for_the_pool(scripted_server) -> None:
     assert server.accepted == 1
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cancel_as_the_response_completes_spares_the_next_request(scripted_server,
+                                                                       stream: bool) -> None:
+    """A task cancelled after its response arrived, but before it ran again, must not
+    abandon the connection: it went back to the pool and serves another request by then
+    (found by the chaos test: that request got a CancelledError of its own)."""
+    gate = Gate()
+
+    async def handler(request: ReceivedRequest) -> Reply:
+        if request.path == "/first":
+            await gate.wait()
+        return Reply.ok(b"ok")
+
+    async def first_request() -> bytes:
+        if not stream:
+            return (await client.get(server.url("/first"))).content
+        async with client.stream("GET", server.url("/first")) as response:
+            return await response.aread()
+
+    server = scripted_server(handler)
+    async with poolhttp.AsyncClient(limits=ONE, timeout=QUICK_POOL) as client:
+        first = asyncio.ensure_future(first_request())
+        await server.wait_for_async(lambda s: s.requests == 1)
+
+        def cancel_first(event: str, info: dict) -> None:
+            # The second request got the connection, so the first one's response is done;
+            # the first task has not run since: cancel it now, before it does.
+            if event == "connection.acquired":
+                first.cancel()
+
+        second = asyncio.ensure_future(client.get(server.url("/second"), trace=cancel_first))
+        await asyncio.sleep(0.05)  # the second request waits for the only connection
+        gate.set()
+        assert (await second).content == b"ok"
+        if stream:  # its head came first: the task may have finished before the cancel
+            await asyncio.wait([first])
+            assert first.cancelled() or first.result() == b"ok"
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await first
+        stats = assert_consistent(client)
+    assert stats.created == 1
+    assert server.accepted == 1
+
+
 async def test_cancel_while_connecting() -> None:
     with blackhole_listener() as hole:
         async with poolhttp.AsyncClient(limits=ONE, timeout=QUICK_POOL) as client:

@@ -120,10 +120,14 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                     await proto.send_body(request.stream)
                 response = await future
             except BaseException:
-                proto.abandon()
+                proto.abandon(request)
                 raise
         except TransportError as exc:
-            return await self._retry(exc, request, head, body, timeout, stream, trace,
+            error: TransportError | None = exc
+        else:
+            error = None
+        if error is not None:  # retried outside the handler: no chain of contexts
+            return await self._retry(error, request, head, body, timeout, stream, trace,
                                      deadline, plan)
         if self._status_retries and response.status_code in self.retries.status_forcelist:
             return await self._retry(response, request, head, body, timeout, stream, trace,

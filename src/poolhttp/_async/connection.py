@@ -278,9 +278,13 @@ class AsyncConnection(asyncio.Protocol):
             else:
                 waiter.set_exception(error)
 
-    def abandon(self) -> None:
-        """The caller gave up (cancelled, or closed a stream early): discard the connection."""
-        if self._active:
+    def abandon(self, owner: object) -> None:
+        """The caller gave up (cancelled, or closed a stream early): discard the connection.
+
+        `owner` is the caller's Request or body stream. Only the exchange it belongs to is
+        abandoned: a task cancelled just as its response completed wakes up after the
+        connection went back to the pool, maybe to a request that now uses it."""
+        if self._active and (owner is self._request or owner is self._stream):
             self.fail(ReadError(f"request to {self.origin} abandoned", origin=self.origin),
                       abandoned=True)
 
@@ -426,6 +430,6 @@ class AsyncBodyStream:
 
     async def aclose(self) -> None:
         if not self._ended:
-            self._conn.abandon()  # closed before the end: the connection is out of step
+            self._conn.abandon(self)  # closed before the end: the connection is out of step
         self._chunks.clear()
         self._ended = True
