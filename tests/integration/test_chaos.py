@@ -404,7 +404,8 @@ class Baseline:
     def take(cls) -> Baseline:
         return cls(threading.active_count(), poolhttp_objects(), fd_targets())
 
-    def check(self, warm_rss: int, warm_objects: collections.Counter[str]) -> None:
+    def check(self, warm_rss: int, warm_objects: collections.Counter[str],
+              rss_per_request: int) -> None:
         """After the client closed and the servers saw every connection closed."""
         opened = fd_targets() - self.fd_targets
         assert not opened, f"left open: {describe_fds(opened)}"
@@ -418,10 +419,11 @@ class Baseline:
                  if count - warm_objects.get(name, 0) > 500}
         assert not grown, f"objects that kept growing: {grown}"
         # RSS is compared with its value after the warm-up too (allocator arenas have grown
-        # by then). The allocator keeps some freed memory, so the bound is loose: a leak of
-        # 256 bytes per request would exceed it.
+        # by then). The allocator keeps some freed memory, so the bound is loose; the exact
+        # checks are the object counts above.
         rss_grown = rss_bytes() - warm_rss
-        assert rss_grown < (REQUESTS - WARM_UP) * 256, f"RSS grew by {rss_grown / 2**20:.1f} MiB"
+        assert rss_grown < (REQUESTS - WARM_UP) * rss_per_request, (
+            f"RSS grew by {rss_grown / 2**20:.1f} MiB")
 
 
 def assert_idle_and_consistent(stats: poolhttp.PoolStats) -> None:
@@ -511,7 +513,7 @@ async def test_chaos_async(servers: Servers, seed: int) -> None:
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
     await servers.wait_closed_async()
-    baseline.check(warm_rss, warm_objects)
+    baseline.check(warm_rss, warm_objects, rss_per_request=256)
     assert_every_fault_happened(tally, seed)
     print(f"seed {seed}: {REQUESTS} requests in {elapsed:.1f}s; {summary}; "
           f"{dict(sorted(tally.outcomes.items()))}")
@@ -604,7 +606,10 @@ def test_chaos_sync_threads(servers: Servers, seed: int) -> None:
     del stats
 
     servers.wait_closed()
-    baseline.check(warm_rss, warm_objects)
+    # glibc gives each thread a malloc arena of its own and keeps what they grew to: with
+    # 32 threads RSS drifts by some 35 MiB over 40,000 requests (seen) while no kind of
+    # object grows, so the RSS bound is looser here.
+    baseline.check(warm_rss, warm_objects, rss_per_request=2048)
     assert_every_fault_happened(tally, seed)
     print(f"seed {seed}: {REQUESTS} requests in {elapsed:.1f}s; {summary}; "
           f"{dict(sorted(tally.outcomes.items()))}")
