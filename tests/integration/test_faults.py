@@ -31,6 +31,45 @@ def test_connect_timeout_against_a_listener_that_never_accepts(client_kind: str)
     assert isinstance(info.value, TimeoutError)
 
 
+def test_one_requests_total_time_out_does_not_fail_another_requests_connect() -> None:
+    """Threads: B waits for its own connect, A's connect is cut short by A's total time-out.
+    A's failure used to go to the oldest waiter of the origin, B, with A's limits in it."""
+    import threading
+    with blackhole_listener() as hole, poolhttp.Client(
+            limits=poolhttp.Limits(max_connections=2)) as client:
+        errors: dict[str, BaseException] = {}
+
+        def request(name: str, timeout: poolhttp.Timeout) -> None:
+            try:
+                client.get(hole.url(), timeout=timeout)
+            except poolhttp.HTTPError as exc:
+                errors[name] = exc
+
+        b = threading.Thread(target=request, args=("b", poolhttp.Timeout(5.0, connect=1.0)))
+        b.start()
+        time.sleep(0.1)  # B is the oldest waiter, dialling its own connection
+        request("a", poolhttp.Timeout(5.0, total=0.2))
+        b.join(10)
+        assert client.stats().connections == 0
+    assert isinstance(errors["a"], poolhttp.TotalTimeout)
+    assert isinstance(errors["b"], poolhttp.ConnectTimeout)
+    assert "within 1s" in str(errors["b"])  # B's own connect time-out, not A's
+
+
+async def test_one_requests_total_time_out_does_not_fail_another_requests_connect_async(
+        ) -> None:
+    import asyncio
+    with blackhole_listener() as hole:
+        async with poolhttp.AsyncClient(limits=poolhttp.Limits(max_connections=2)) as client:
+            b = asyncio.ensure_future(client.get(hole.url(),
+                                                 timeout=poolhttp.Timeout(5.0, connect=1.0)))
+            await asyncio.sleep(0.1)
+            with pytest.raises(poolhttp.TotalTimeout):
+                await client.get(hole.url(), timeout=poolhttp.Timeout(5.0, total=0.2))
+            with pytest.raises(poolhttp.ConnectTimeout, match="within 1s"):
+                await b
+
+
 def test_read_timeout_is_silence_between_bytes_not_a_body_cap(client_kind: str,
                                                                scripted_server) -> None:
     body = b"slow but steady"

@@ -224,9 +224,10 @@ class AsyncPool:
         origin = ticket.origin
         now = loop.time()
         limit = ticket.timeout.connect
+        # Only the connect time-out bounds a connect. A request's total time-out ends its own
+        # wait for a connection (acquire); the connect goes on for whoever waits next, and a
+        # failure it reports goes to that request, so it must not be one request's deadline.
         deadline = now + limit if limit is not None else None
-        if ticket.deadline is not None and (deadline is None or ticket.deadline < deadline):
-            deadline = ticket.deadline
         task = asyncio.current_task()
         assert task is not None
         timed_out = False
@@ -247,10 +248,10 @@ class AsyncPool:
                 return
             if hasattr(task, "uncancel"):
                 task.uncancel()
+            assert limit is not None  # only a connect time-out arms the timer
             error: HTTPError = ConnectTimeout(
-                f"no connection to {origin.key} within {limit:g}s (connect time-out)"
-                if limit is not None else f"no connection to {origin.key} before the total "
-                "time-out", origin=origin.key, timeout=limit)
+                f"no connection to {origin.key} within {limit:g}s (connect time-out)",
+                origin=origin.key, timeout=limit)
             self.apply(self.state.connect_failed(conn, error, loop.time()))
             return
         except HTTPError as exc:

@@ -158,8 +158,15 @@ class SyncPool:
                     dials = self._take_dials(waiter)
                 if not dials:
                     break
-                for conn in dials:
-                    self._dial(conn, ticket)
+                for index, conn in enumerate(dials):
+                    try:
+                        self._dial(conn, ticket)
+                    except BaseException:  # our total time-out, or an interrupt
+                        with self.lock:  # the rest go back undialled, for whoever waits
+                            for rest in dials[index + 1:]:
+                                self._apply(self.state.connect_failed(
+                                    rest, None, time.monotonic()), None)
+                        raise
             remaining = -1.0 if end is None else max(0.0, end - time.monotonic())
             woke = waiter.lock.acquire(timeout=remaining)
             with self.lock:
@@ -247,8 +254,20 @@ class SyncPool:
         try:
             sock = self._establish(origin, timeout, ticket.deadline, ticket.trace)
         except HTTPError as exc:
+            now = time.monotonic()
+            if isinstance(exc, ConnectTimeout) and ticket.deadline is not None \
+                    and now >= ticket.deadline:
+                # Cut short by this request's own total time-out: a failure the core would
+                # hand to the oldest waiter, maybe another request. This one leaves the
+                # queue instead, and the slot goes back for whoever waits.
+                with self.lock:
+                    self._apply(self.state.cancelled(ticket, now), None)
+                    self._apply(self.state.connect_failed(conn, None, now), None)
+                    self._hand_on_dials(ticket.waiter)
+                raise TotalTimeout(f"no connection to {origin.key} before the total time-out",
+                                   origin=origin.key, timeout=ticket.timeout.total) from exc
             with self.lock:
-                self._apply(self.state.connect_failed(conn, exc, time.monotonic()), ticket)
+                self._apply(self.state.connect_failed(conn, exc, now), ticket)
         else:
             conn.io = SyncConnection(self, conn, origin.key, sock)
             with self.lock:
