@@ -12,16 +12,19 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._config import Limits, Retry, Timeout, TimeoutTypes
 from ._core.http11 import encode_request_head
-from ._exceptions import InvalidRequest, PoolClosed
+from ._exceptions import InvalidRequest, PoolClosed, TotalTimeout
 from ._headers import Headers, HeaderTypes, encode_header_pairs
 from ._models import Request, check_method
 from ._tls import VerifyTypes, check_verify
 from ._urls import URL, QueryParams, encode_params, parse_url
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._retry import RetryPlan
 
 __all__ = ["ClientBase", "RequestContent", "Trace", "emit"]
 
@@ -138,6 +141,19 @@ class ClientBase(Generic[R]):
                             data=data, json=json, timeout=timeout, trace=trace)
 
     # -- building ------------------------------------------------------------------------
+    def _announce_retry(self, plan: RetryPlan, delay: float, request: Request,
+                        timeout: Timeout, deadline: float | None, now: float,
+                        trace: Trace | None) -> None:
+        """What both clients do before a retry: trace it, and refuse one that would start
+        after the total deadline (`now` on the same clock as `deadline`)."""
+        if trace is not None:
+            emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
+                 reason=str(plan.errors[-1]))
+        if delay and deadline is not None and now + delay >= deadline:
+            raise TotalTimeout(f"no response from {request.url.origin} within the total "
+                               "time-out (the next retry was due later)",
+                               origin=request.url.origin.key, timeout=timeout.total)
+
     def _resolve_timeout(self, timeout: TimeoutTypes) -> Timeout:
         return self.timeout if timeout is None else Timeout.coerce(timeout)
 

@@ -12,7 +12,7 @@ from typing import Any
 from .._client_base import ClientBase, RequestContent, Trace, emit
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._core.pool import PoolStats
-from .._exceptions import TotalTimeout, TransportError
+from .._exceptions import TransportError
 from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._retry import RetryPlan
@@ -150,14 +150,9 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         else:
             delay = plan.after_error(outcome)  # raises when there is no retry left
         self._pool.state.retries += 1
-        if trace is not None:
-            emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
-                 reason=str(plan.errors[-1]))
+        self._announce_retry(plan, delay, request, timeout, deadline, self._pool.loop.time(),
+                             trace)
         if delay:
-            if deadline is not None and self._pool.loop.time() + delay >= deadline:
-                raise TotalTimeout(f"no response from {request.url.origin} within the total "
-                                   "time-out (the next retry was due later)",
-                                   origin=request.url.origin.key, timeout=timeout.total)
             await asyncio.sleep(delay)
         return await self._exchange(request, head, body, timeout, stream, trace, deadline, plan)
 

@@ -12,7 +12,7 @@ from typing import Any
 from .._client_base import ClientBase, RequestContent, Trace, emit
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._core.pool import PoolStats
-from .._exceptions import TotalTimeout, TransportError
+from .._exceptions import TransportError
 from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._retry import RetryPlan
@@ -130,14 +130,8 @@ class Client(ClientBase[Response]):
         else:
             delay = plan.after_error(outcome)  # raises when there is no retry left
         self._pool.count_retry()
-        if trace is not None:
-            emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
-                 reason=str(plan.errors[-1]))
+        self._announce_retry(plan, delay, request, timeout, deadline, time.monotonic(), trace)
         if delay:
-            if deadline is not None and time.monotonic() + delay >= deadline:
-                raise TotalTimeout(f"no response from {request.url.origin} within the total "
-                                   "time-out (the next retry was due later)",
-                                   origin=request.url.origin.key, timeout=timeout.total)
             time.sleep(delay)
         return self._exchange(request, head, body, timeout, stream, trace, deadline, plan)
 
