@@ -241,6 +241,9 @@ class AsyncConnection(asyncio.Protocol):
             keep_alive = False  # the server answered before taking the whole request
         if stream is not None:
             stream.end()  # first: once released, the connection may serve someone else
+            # Paused because the consumer is behind: the body is all in the stream's buffer,
+            # and the next request on this connection must be able to read its response.
+            self.resume_reading()
             self._pool.release(self.conn, keep_alive, keepalive)
             return
         self._pool.release(self.conn, keep_alive, keepalive)
