@@ -39,7 +39,13 @@ class Origin:
     """(scheme, host, port): what a pooled connection is bound to.
 
     `key` is the canonical string form, "scheme://host:port" with the port always given and IPv6
-    hosts in brackets; it is what `PoolStats.per_host` is keyed by.
+    hosts in brackets; it is what `PoolStats.per_host` is keyed by. `host_header` leaves a
+    default port out.
+
+    >>> Origin("https", "::1", 443).key, Origin("https", "::1", 443).host_header
+    ('https://[::1]:443', '[::1]')
+    >>> Origin("http", "example.com", 8080).host_header
+    'example.com:8080'
     """
 
     __slots__ = ("host", "host_header", "is_tls", "key", "port", "scheme")
@@ -115,7 +121,11 @@ class URL:
         return self.target.decode("ascii")
 
     def copy_with_params(self, params: QueryParams | None) -> URL:
-        """This URL with `params` appended to its query string."""
+        """This URL with `params` appended to its query string.
+
+        >>> URL("http://example.com/search?q=1").copy_with_params({"page": 2, "debug": None})
+        URL('http://example.com/search?q=1&page=2')
+        """
         if not params:
             return self
         extra = encode_params(params)
@@ -124,7 +134,14 @@ class URL:
         return URL(f"{base}?{query}")
 
     def join(self, url: str) -> URL:
-        """Resolve `url` against this URL the way `base_url` does (see AsyncClient)."""
+        """Resolve `url` against this URL the way `base_url` does (see AsyncClient): a
+        relative `url` extends this URL's path, an absolute one replaces it.
+
+        >>> URL("http://example.com/api/").join("/users?page=2")
+        URL('http://example.com/api/users?page=2')
+        >>> URL("http://example.com/api/").join("https://other.example/")
+        URL('https://other.example/')
+        """
         if _SCHEME_RE.match(url):
             return URL(url)
         base = f"{self.origin.scheme}://{self._netloc()}{self.path.rstrip('/')}"
@@ -231,7 +248,11 @@ _URL_CACHE_MAX = 2048
 
 
 def parse_url(text: str) -> URL:
-    """`URL(text)`, cached: the hot path for clients that call the same URLs again and again."""
+    """`URL(text)`, cached: the hot path for clients that call the same URLs again and again.
+
+    >>> parse_url("http://example.com/a") is parse_url("http://example.com/a")
+    True
+    """
     url = _URL_CACHE.get(text)
     if url is None:
         url = URL(text)
@@ -242,7 +263,11 @@ def parse_url(text: str) -> URL:
 
 
 def encode_params(params: QueryParams) -> str:
-    """Encode query parameters; None values are dropped, sequences repeat the key."""
+    """Encode query parameters; None values are dropped, sequences repeat the key.
+
+    >>> encode_params({"tag": ["a", "b"], "page": 2, "draft": False, "skip": None})
+    'tag=a&tag=b&page=2&draft=false'
+    """
     if isinstance(params, bytes):
         return params.decode("ascii")
     if isinstance(params, str):
