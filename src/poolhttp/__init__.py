@@ -42,6 +42,9 @@ from ._models import Request, Response, ResponseNotRead, StreamConsumed
 from ._sync.client import Client
 from ._urls import URL, Origin
 from ._version import __version__
+
+# Last, on purpose: `bulk` uses only the public API and imports it from `poolhttp`, so every
+# name above must exist before it runs (import sorting keeps `.bulk` after the `._` modules).
 from .bulk import BulkRequest, BulkResult, fetch_many, fetch_many_sync
 
 __all__ = [

@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from .._config import Timeout
+from poolhttp import Timeout
+
 from ._options import AttemptCounter, Options, resolve
 from ._types import BulkItem, BulkResult, Job, failed, prepare, succeeded
 from ._window import Window
@@ -214,40 +215,36 @@ class _Run:
     async def _fetch(self, job: Job) -> None:
         # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
         started = time.perf_counter()
-        counter = AttemptCounter() if self.options.traced else None
+        counter = AttemptCounter()
         try:
             result = await self._exchange(job, counter, started)
         except Exception as exc:
-            attempts = counter.sent if counter is not None else 1
             result = failed(job.key, str(job.url), job.method, exc,
-                            time.perf_counter() - started, attempts)
+                            time.perf_counter() - started, counter.sent)
         self.window.finish(job, self._loop.time())
         self.ready.append(result)
         self._wake()
         self.pump()
 
-    async def _exchange(self, job: Job, counter: AttemptCounter | None,
-                        started: float) -> BulkResult:
-        extra: dict[str, Any] = {"trace": counter} if counter is not None else {}
+    async def _exchange(self, job: Job, counter: AttemptCounter, started: float) -> BulkResult:
         if self.options.keep_bodies:
             response = await self.client.request(job.method, job.url, headers=job.headers,
                                                  content=job.body,
-                                                 timeout=self.options.timeout, **extra)
+                                                 timeout=self.options.timeout, trace=counter)
             body = response.content
             size, digest, kept = len(body), hashlib.sha256(body).hexdigest(), body
         else:
             async with self.client.stream(job.method, job.url, headers=job.headers,
                                           content=job.body, timeout=self.options.timeout,
-                                          **extra) as response:
+                                          trace=counter) as response:
                 hasher = hashlib.sha256()
                 size = 0
                 async for chunk in response.aiter_bytes():
                     hasher.update(chunk)
                     size += len(chunk)
             digest, kept = hasher.hexdigest(), None
-        attempts = counter.sent if counter is not None else 1
         return succeeded(job, response, kept, size, digest, time.perf_counter() - started,
-                         attempts)
+                         counter.sent)
 
     # -- ending ------------------------------------------------------------------------------
     async def aclose(self) -> None:

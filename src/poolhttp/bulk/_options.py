@@ -12,13 +12,11 @@ Why these defaults:
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from .._config import Limits, Timeout
-from .._urls import URL
+from poolhttp import URL, Limits, Timeout
 
 __all__ = ["DEFAULT_BACKLOG", "DEFAULT_CONCURRENCY", "DEFAULT_PER_HOST", "Options", "resolve"]
 
@@ -36,7 +34,6 @@ class Options:
     keep_bodies: bool
     timeout: Timeout | None
     base_url: URL | None
-    traced: bool  # the client's request() takes a `trace=` callback (used to count attempts)
 
 
 def resolve(client: Any, *, concurrency: int | None, per_host: int | None, rate: float | None,
@@ -76,8 +73,7 @@ def resolve(client: Any, *, concurrency: int | None, per_host: int | None, rate:
                    rate=None if rate is None else float(rate), backlog=backlog,
                    keep_bodies=keep_bodies,
                    timeout=None if timeout is None else Timeout.coerce(timeout),
-                   base_url=base_url if isinstance(base_url, URL) else None,
-                   traced=_accepts_trace(client))
+                   base_url=base_url if isinstance(base_url, URL) else None)
 
 
 def _check_int(name: str, value: object) -> None:
@@ -85,13 +81,6 @@ def _check_int(name: str, value: object) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-def _accepts_trace(client: Any) -> bool:
-    try:
-        return "trace" in inspect.signature(client.request).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
 
 
 class AttemptCounter:

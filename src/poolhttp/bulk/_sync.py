@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import Any
 
-from .._config import Timeout
+from poolhttp import Timeout
+
 from ._options import AttemptCounter, Options, resolve
 from ._types import BulkItem, BulkResult, Job, failed, prepare, succeeded
 from ._window import Window
@@ -185,17 +186,16 @@ def _worker(client: Any, options: Options, work: queue.SimpleQueue[_Work],
 
 def _fetch(client: Any, options: Options, job: Job) -> BulkResult:
     started = time.monotonic()
-    counter = AttemptCounter() if options.traced else None
-    extra: dict[str, Any] = {"trace": counter} if counter is not None else {}
+    counter = AttemptCounter()
     try:
         if options.keep_bodies:
             response = client.request(job.method, job.url, headers=job.headers,
-                                      content=job.body, timeout=options.timeout, **extra)
+                                      content=job.body, timeout=options.timeout, trace=counter)
             body = response.content
             size, digest, kept = len(body), hashlib.sha256(body).hexdigest(), body
         else:
             with client.stream(job.method, job.url, headers=job.headers, content=job.body,
-                               timeout=options.timeout, **extra) as response:
+                               timeout=options.timeout, trace=counter) as response:
                 hasher = hashlib.sha256()
                 size = 0
                 for chunk in response.iter_bytes():
@@ -203,8 +203,7 @@ def _fetch(client: Any, options: Options, job: Job) -> BulkResult:
                     size += len(chunk)
             digest, kept = hasher.hexdigest(), None
     except Exception as exc:
-        attempts = counter.sent if counter is not None else 1
         return failed(job.key, str(job.url), job.method, exc, time.monotonic() - started,
-                      attempts)
-    attempts = counter.sent if counter is not None else 1
-    return succeeded(job, response, kept, size, digest, time.monotonic() - started, attempts)
+                      counter.sent)
+    return succeeded(job, response, kept, size, digest, time.monotonic() - started,
+                     counter.sent)

@@ -9,18 +9,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
-from .._exceptions import HTTPError, InvalidRequest, RetryError
-from .._headers import Headers
-from .._models import Response
-from .._urls import URL
+from poolhttp import URL, Headers, HTTPError, InvalidRequest, Response, RetryError
 
 __all__ = ["BulkItem", "BulkRequest", "BulkResult", "Job", "digest_of", "failed", "prepare",
            "succeeded"]
 
-HeaderArg = (Headers | Mapping[str, str] | Sequence[tuple[str, str]]
-             | Sequence[tuple[bytes, bytes]] | None)
+# Explicit aliases: `poolhttp` imports this module while it is being initialised, and mypy does
+# not infer an alias from names that come through an import cycle.
+HeaderArg: TypeAlias = (Headers | Mapping[str, str] | Sequence[tuple[str, str]]
+                        | Sequence[tuple[bytes, bytes]] | None)
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class BulkRequest:
 
 
 #: An input item: a URL string, a `poolhttp.URL` or a `BulkRequest`.
-BulkItem = str | URL | BulkRequest
+BulkItem: TypeAlias = str | URL | BulkRequest
 
 
 @dataclass

@@ -84,10 +84,6 @@ class Window(Generic[J]):
             heapq.heappop(self._timers)[2].scheduled = False
         return self._timers[0][0] if self._timers else None
 
-    def in_flight_to(self, origin: str) -> int:
-        host = self._hosts.get(origin)
-        return host.active if host is not None else 0
-
     # -- inputs ------------------------------------------------------------------------------
     def admit(self, job: J, now: float) -> bool:
         """A newly pulled job: True if it may start now (it is then counted as in flight),

@@ -16,9 +16,11 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
-from .._version import __version__
-from ..bulk import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
+from poolhttp import __version__
+from poolhttp.bulk import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
+
 from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError
 
 __all__ = ["main"]
@@ -59,34 +61,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- argument types: each names the problem ---------------------------------------------------
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+N = TypeVar("N", int, float)
 
 
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+def number(kind: type[N], low: N, *, above: bool = False) -> Callable[[str], N]:
+    """An argparse type: a finite `kind` (int or float) at least `low` (`above`: greater)."""
+    noun = "a whole number" if kind is int else "a number"
+    bound = f"greater than {low}" if above else f"at least {low}"
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (value <= low) if above else (value < low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text!r}")
-    return value
+positive_int = number(int, 1)
+count = number(int, 0)
+positive_float = number(float, 0, above=True)
 
 
 def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

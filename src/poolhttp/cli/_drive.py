@@ -17,8 +17,8 @@ import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from .._async.client import AsyncClient
-from ..bulk import BulkRequest, fetch_many
+from poolhttp import AsyncClient, BulkRequest, fetch_many
+
 from ._errors import CliError
 from ._fetch import FetchArgs, Outcome, Plan, client_options, finish, open_plan, salvage
 from ._inputs import BadLine

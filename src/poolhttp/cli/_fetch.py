@@ -16,13 +16,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .._config import Limits, Retry, Timeout
-from .._core.pool import PoolStats
-from .._exceptions import InvalidRequest
-from .._headers import Headers
+from poolhttp import Headers, InvalidRequest, Limits, PoolStats, Retry, Timeout
+
 from ._doctor import ensure_fd_budget
 from ._errors import EXIT_INTERRUPTED, EXIT_MALFORMED, CliError
-from ._inputs import InputSource, RecordParser, check_method, format_for, open_source
+from ._inputs import InputSource, RecordParser, format_for, open_source, valid_method
 from ._outputs import JsonlWriter, Outputs
 from ._report import RunStats, render_summary, summary_rows
 from ._store import RunInfo, Store
@@ -155,7 +153,7 @@ def _requested_options(args: FetchArgs, source: InputSource) -> dict[str, Any]:
     first = source.first_line()
     fmt = format_for(source.name, first[1] if first else None, args.format or "auto")
     try:
-        method = check_method(args.method or "GET")
+        method = valid_method(args.method or "GET")
     except ValueError as exc:
         raise CliError(f"--method: {exc}") from None
     return {"method": method, "headers": parse_headers(args.header), "format": fmt,

@@ -1,16 +1,14 @@
 """`poolhttp get URL [-v]`: one request, like curl.
 
 The body goes to standard output (or -o FILE); with -v the request and response heads and the
-timings go to standard error. Phase timings (DNS, connect, TLS) come from the client's `trace=`
-hook; a client without it still reports first byte and total, and says what it cannot measure
-rather than guessing.
+timings go to standard error. Phase timings (DNS, connect, TLS) and whether the connection was
+new come from the client's `trace=` hook; a phase that did not happen is shown as "-".
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import sys
 import time
 from collections.abc import Iterator
@@ -18,11 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .._async.client import AsyncClient
-from .._config import Timeout
-from .._exceptions import HTTPError, InvalidRequest, InvalidURL
-from .._models import Response
-from .._urls import URL
+from poolhttp import URL, AsyncClient, HTTPError, InvalidRequest, InvalidURL, Response, Timeout
+
 from ._drive import run_loop
 from ._errors import EXIT_FAILED, CliError
 from ._fetch import parse_headers
@@ -45,7 +40,6 @@ class Timings:
     tls: float | None = None
     reused: bool | None = None
     connection_id: int | None = None
-    traced: bool = False
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
@@ -104,13 +98,9 @@ async def _get(args: argparse.Namespace, url: URL, headers: list[list[str]], bod
     timings = Timings()
     async with AsyncClient(headers=[(n, v) for n, v in headers] or None,
                            timeout=timeout if timeout is not None else Timeout()) as client:
-        extra: dict[str, Any] = {}
-        if "trace" in inspect.signature(client.request).parameters:
-            extra["trace"] = timings
-            timings.traced = True
         timings.started = time.perf_counter()
         try:
-            async with client.stream(args.method, url, content=body, **extra) as response:
+            async with client.stream(args.method, url, content=body, trace=timings) as response:
                 timings.first_byte = time.perf_counter() - timings.started
                 if args.verbose:
                     _show_head(response, sys.stderr)
@@ -125,9 +115,6 @@ async def _get(args: argparse.Namespace, url: URL, headers: list[list[str]], bod
             print(f"poolhttp get: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         timings.total = time.perf_counter() - timings.started
-        stats = client.stats()
-    if timings.reused is None and not timings.traced:
-        timings.reused = stats.reused > 0  # one request on a new client: always a new one
     if args.verbose:
         _show_timings(timings, url, sys.stderr)
     return EXIT_HTTP_ERROR if args.fail and response.status_code >= 400 else 0
@@ -164,14 +151,11 @@ def _show_timings(t: Timings, url: URL, err: IO[str]) -> None:
         if t.connection_id is not None:
             conn += f" (connection #{t.connection_id})"
     print(f"* connection  {conn}", file=err)
-    if t.traced:
-        cached = " (cached)" if t.dns_cached else ""
-        print(f"* dns         {_ms(t.dns)}{cached}", file=err)
-        print(f"* connect     {_ms(t.connect)}", file=err)
-        tls = _ms(t.tls) if url.scheme == "https" else "- (http)"
-        print(f"* tls         {tls}", file=err)
-    else:
-        print("* dns, connect, tls: not measured (this poolhttp has no trace= hook)", file=err)
+    cached = " (cached)" if t.dns_cached else ""
+    print(f"* dns         {_ms(t.dns)}{cached}", file=err)
+    print(f"* connect     {_ms(t.connect)}", file=err)
+    tls = _ms(t.tls) if url.scheme == "https" else "- (http)"
+    print(f"* tls         {tls}", file=err)
     print(f"* first byte  {_ms(t.first_byte)}", file=err)
     print(f"* total       {_ms(t.total)}", file=err)
 

@@ -21,7 +21,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import stat
 import sys
 import threading
@@ -30,17 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .._exceptions import HTTPError
-from .._headers import Headers
-from .._urls import URL
+from poolhttp import URL, Headers, HTTPError, Request
+
 from ._errors import CliError
 
-__all__ = ["FORMATS", "BadLine", "InputSource", "Record", "RecordParser", "open_source"]
+__all__ = ["FORMATS", "BadLine", "InputSource", "Record", "RecordParser", "open_source",
+           "valid_method"]
 
 FORMATS = ("auto", "lines", "csv", "jsonl")
 _MAX_LINE = 1024 * 1024  # longer lines are reported as malformed, not held in memory
 _SHOWN = 200  # characters of a bad line quoted back
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP token (RFC 9110)
+_ANY_URL = URL("http://localhost/")  # a request's method is checked whatever its URL
 
 
 @dataclass(frozen=True)
@@ -281,7 +280,7 @@ class RecordParser:
             return record
         method = fields[columns["method"]].strip() if "method" in columns else ""
         try:
-            checked = check_method(method) if method else None
+            checked = valid_method(method) if method else None
         except (HTTPError, ValueError) as exc:
             return BadLine(number, text[:_SHOWN], str(exc))
         key = fields[columns["key"]] if "key" in columns else None
@@ -336,7 +335,7 @@ def _json_record(number: int, text: str) -> Record | BadLine:
     if isinstance(record, BadLine):
         return record
     try:
-        method = check_method(obj["method"]) if obj.get("method") is not None else None
+        method = valid_method(obj["method"]) if obj.get("method") is not None else None
         headers = obj.get("headers")
         if headers is not None and not (isinstance(headers, dict) and all(
                 isinstance(v, str) for v in headers.values())):
@@ -357,8 +356,7 @@ def _shown(raw: bytes) -> str:
     return raw[:_SHOWN].decode("utf-8", "replace")
 
 
-def check_method(method: str) -> str:
-    """`method` upper-cased; ValueError unless it is an HTTP token."""
-    if not _METHOD.fullmatch(method):
-        raise ValueError(f"invalid HTTP method {method!r}")
-    return method.upper()
+def valid_method(method: str) -> str:
+    """`method` as the client sends it (upper-cased); InvalidRequest (a ValueError) unless it
+    is an HTTP token. The rule is the client's own: building a `poolhttp.Request` checks it."""
+    return Request(method, _ANY_URL).method

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ..bulk import BulkResult
+from poolhttp import BulkResult
+
 from ._errors import EXIT_FAILED, CliError
 from ._inputs import BadLine
 from ._store import Row, Store

@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .._core.pool import PoolStats
-from ..bulk import BulkResult
+from poolhttp import BulkResult, PoolStats
 
 __all__ = ["LatencyHistogram", "Reporter", "RunStats", "make_reporter", "render_summary"]
 
