@@ -10,26 +10,27 @@ from __future__ import annotations
 import json as jsonlib
 import socket
 import sys
-import time
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+import threading
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._config import Limits, Retry, Timeout, TimeoutTypes
+from ._config import Limits, PoolConfig, Retry, Timeout, TimeoutTypes
 from ._core.http11 import encode_request_head
+from ._core.pool import PoolKey
 from ._exceptions import InvalidRequest, PoolClosed, TotalTimeout
 from ._headers import Headers, HeaderTypes, encode_header_pairs
 from ._models import Request, check_method
 from ._tls import VerifyTypes, check_verify
-from ._urls import URL, QueryParams, encode_params, parse_url
+from ._trace import Trace, emit
+from ._urls import URL, Origin, QueryParams, encode_params, parse_url
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._retry import RetryPlan
 
-__all__ = ["ClientBase", "RequestContent", "Trace", "emit"]
+__all__ = ["ClientBase", "RequestContent"]
 
 RequestContent = Any  # bytes | str | Iterable[bytes] | AsyncIterable[bytes]; checked at run time
-Trace = Callable[[str, dict[str, Any]], None]
 
 _DEFAULT_HEADERS: list[tuple[bytes, bytes]] = [
     (b"User-Agent", f"poolhttp/{__version__}".encode("ascii")),
@@ -65,6 +66,11 @@ class ClientBase(Generic[R]):
         self.family = family
         self.local_address = local_address
         self.retries = Retry.coerce(retries)
+        self._config = PoolConfig(limits=limits, verify=self.verify, dns_ttl=self.dns_ttl,
+                                  family=family, local_address=local_address)
+        self._keys: dict[str, PoolKey] = {}  # origin -> its pool key, made once
+        self._retried = 0  # requests sent again, for stats().retries
+        self._retried_lock = threading.Lock()  # the blocking client counts from many threads
         # Status retries need a look at every response; skip it when the policy has none.
         self._status_retries = self.retries.allows("status") and bool(
             self.retries.status_forcelist)
@@ -146,6 +152,8 @@ class ClientBase(Generic[R]):
                         trace: Trace | None) -> None:
         """What both clients do before a retry: trace it, and refuse one that would start
         after the total deadline (`now` on the same clock as `deadline`)."""
+        with self._retried_lock:
+            self._retried += 1
         if trace is not None:
             emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
                  reason=str(plan.errors[-1]))
@@ -153,6 +161,18 @@ class ClientBase(Generic[R]):
             raise TotalTimeout(f"no response from {request.url.origin} within the total "
                                "time-out (the next retry was due later)",
                                origin=request.url.origin.key, timeout=timeout.total)
+
+    def _pool_key(self, origin: Origin) -> PoolKey:
+        """The pool key of `origin`: what its connections must share to be interchangeable.
+        Today the TLS settings (one `verify` per client) and HTTP/1.1; proxies and per-route
+        settings add to it."""
+        key = self._keys.get(origin.key)
+        if key is None:
+            if len(self._keys) > 4096:
+                self._keys.clear()
+            key = self._keys[origin.key] = PoolKey(
+                origin.key, tls=_tls_identity(self.verify) if origin.is_tls else None)
+        return key
 
     def _resolve_timeout(self, timeout: TimeoutTypes) -> Timeout:
         return self.timeout if timeout is None else Timeout.coerce(timeout)
@@ -222,16 +242,15 @@ class ClientBase(Generic[R]):
                           f"(it was created at {self._created_at})")
 
 
-def emit(trace: Trace, event: str, **info: Any) -> None:
-    """Call a user's trace hook; a failing hook is the user's bug and propagates."""
-    info["time"] = time.monotonic()
-    trace(event, info)
-
-
 # One encoder for every request: json.dumps() with any option builds a new one per call.
 _JSON = jsonlib.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 _METHODS_OK = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _tls_identity(verify: object) -> object:
+    """A hashable stand-in for a `verify=` setting (an SSLContext is compared by identity)."""
+    return verify if isinstance(verify, (bool, str)) else id(verify)
 
 
 def _encode_block(url: URL, pairs: list[tuple[bytes, bytes]], *, with_host: bool) -> bytes:

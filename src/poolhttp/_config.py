@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-__all__ = ["IDEMPOTENT_METHODS", "Limits", "Retry", "Timeout", "TimeoutTypes"]
+__all__ = ["IDEMPOTENT_METHODS", "Limits", "PoolConfig", "Retry", "Timeout", "TimeoutTypes"]
 
 
 def _check_seconds(name: str, value: object, *, allow_none: bool) -> float | None:
@@ -53,6 +54,10 @@ class Limits:
 
     >>> Limits(max_connections=10, max_connections_per_host=2).max_keepalive_connections
     10
+    >>> Limits(max_connections=0)
+    Traceback (most recent call last):
+      ...
+    ValueError: max_connections must be >= 1, got 0
     """
 
     max_connections: int = 100
@@ -129,7 +134,13 @@ class Timeout:
 
     @classmethod
     def coerce(cls, value: TimeoutTypes) -> Timeout:
-        """Accept a `Timeout`, a number of seconds, or None (no limits at all)."""
+        """Accept a `Timeout`, a number of seconds, or None (no limits at all).
+
+        >>> Timeout.coerce(2.5).read
+        2.5
+        >>> Timeout.coerce(None).connect is None
+        True
+        """
         if isinstance(value, Timeout):
             return value
         if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
@@ -194,6 +205,13 @@ class Retry:
 
     @classmethod
     def coerce(cls, value: Retry | int | None) -> Retry:
+        """Accept a `Retry`, an int (`Retry(total=n)`), or None (no retries).
+
+        >>> Retry.coerce(5).total
+        5
+        >>> Retry.coerce(None).allows("connect")
+        False
+        """
         if isinstance(value, Retry):
             return value
         if value is None:
@@ -226,9 +244,25 @@ class Retry:
         return method in self.allowed_methods or has_idempotency_key
 
     def backoff(self, random_fraction: float) -> float:
-        """Seconds to wait before the next retry; `random_fraction` is in [0, 1)."""
+        """Seconds to wait before the next retry; `random_fraction` is in [0, 1).
+
+        >>> used_two = Retry(backoff_factor=0.5, jitter=0.2).increment("read").increment("read")
+        >>> used_two.backoff(0.0), used_two.backoff(0.5)
+        (1.0, 1.1)
+        """
         retries = len(self.history)
         if retries == 0:
             return 0.0
         delay = min(self.backoff_max, self.backoff_factor * 2.0 ** (retries - 1))
         return float(delay + self.jitter * random_fraction)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """What a pool needs of its client's settings (the pools never see the client itself)."""
+
+    limits: Limits
+    verify: Any
+    dns_ttl: float
+    family: int
+    local_address: str | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json as jsonlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Protocol
 
 from ._core.http11 import split_header_block, split_status_line
@@ -242,7 +242,7 @@ class Response:
         return self._stream is None
 
     # -- streaming, async --------------------------------------------------------------------
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    async def aiter_bytes(self) -> AsyncGenerator[bytes, None]:
         """Yield the body in the chunks it arrives in; the connection is released at the end."""
         if self._content is not None:
             if self._content:

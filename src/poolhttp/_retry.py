@@ -41,7 +41,20 @@ __all__ = ["RetryPlan"]
 
 class RetryPlan:
     """The retry state of one request (created on its first failure, so it costs nothing on
-    the fast path)."""
+    the fast path).
+
+    A failed connect is retried whatever the method, since the request never left:
+
+    >>> from poolhttp import ConnectError, Request, Retry
+    >>> plan = RetryPlan(Retry(total=1, backoff_factor=0.5, jitter=0.0),
+    ...                  Request("POST", "http://example.com/"))
+    >>> plan.after_error(ConnectError("connection refused", origin="http://example.com:80"))
+    0.5
+    >>> plan.after_error(ConnectError("connection refused", origin="http://example.com:80"))
+    Traceback (most recent call last):
+      ...
+    poolhttp._exceptions.RetryError: 2 attempts failed; the last one: connection refused
+    """
 
     __slots__ = ("_idempotent", "_resendable", "errors", "fresh", "policy", "retried_stale")
 
@@ -53,6 +66,14 @@ class RetryPlan:
         self.errors: list[BaseException] = []
         self.retried_stale = False
         self.fresh = False  # the next attempt must not reuse an idle connection
+
+    def after(self, outcome: Response | TransportError, wall_now: float) -> float | None:
+        """The step both clients' request loops ask after an attempt that did not simply
+        succeed: seconds to wait before the next attempt, None for "return this response",
+        or it raises what the caller should see."""
+        if isinstance(outcome, Response):
+            return self.after_response(outcome, wall_now)
+        return self.after_error(outcome)
 
     def after_error(self, error: TransportError) -> float:
         """Seconds to wait before the next attempt; raises what the caller should see."""
@@ -127,7 +148,17 @@ def _status_error(response: Response) -> HTTPStatusError:
 
 def retry_after_seconds(value: str | None, wall_now: float) -> float | None:
     """Seconds a `Retry-After` value asks for: delta-seconds or an HTTP date; None if absent
-    or unreadable."""
+    or unreadable. A date in the past asks for no wait.
+
+    >>> retry_after_seconds("120", wall_now=0.0)
+    120.0
+    >>> retry_after_seconds("Thu, 01 Jan 1970 00:02:00 GMT", wall_now=60.0)
+    60.0
+    >>> retry_after_seconds("Thu, 01 Jan 1970 00:02:00 GMT", wall_now=500.0)
+    0.0
+    >>> retry_after_seconds("soon", wall_now=0.0) is None
+    True
+    """
     if not value:
         return None
     value = value.strip()

@@ -14,22 +14,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from poolhttp import Limits
-from poolhttp._core.pool import (
-    ACTIVE,
-    CONNECTING,
-    IDLE,
-    WAITING,
-    Action,
-    Assign,
-    Close,
-    Conn,
-    Fail,
-    Open,
-    PoolState,
-    Ticket,
-)
+from poolhttp._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
+from poolhttp._core.records import ACTIVE, CLOSED, CONNECTING, DRAINING, IDLE, WAITING
 
-ORIGINS = ["http://a:80", "http://b:80", "http://c:80"]
+ORIGINS = [PoolKey("http://a:80"), PoolKey("http://b:80"), PoolKey("http://c:80")]
+A = PoolKey("http://a:80")
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -47,7 +36,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.waiting: list[Ticket] = []  # queued, in arrival order
         self.closed: set[int] = set()  # conn ids the pool asked us to close
         self.open_ids: set[int] = set()  # conn ids opened and not closed (the "server view")
-        self.open_by_origin: dict[str, int] = {}
+        self.open_by_origin: dict[PoolKey, int] = {}
         self.served: dict[int, int] = {}  # conn id -> requests it carried (for `reused`)
 
     # -- the fake driver -------------------------------------------------------------------
@@ -68,25 +57,35 @@ class PoolMachine(RuleBasedStateMachine):
                 assert conn.key == ticket.key, "connection handed to another origin's request"
                 older = [t for t in self.waiting if t.key == ticket.key and t.seq < ticket.seq]
                 assert not older, f"FIFO broken: {ticket} served before {older}"
-                assert all(c is not conn for _, c in self.using), "connection handed out twice"
                 self.waiting.remove(ticket)
                 self.hand_out(ticket, conn)
             elif isinstance(action, Fail):
                 self.waiting.remove(action.ticket)
             else:
                 assert isinstance(action, Close)
-                conn = action.conn
-                assert conn.id not in self.closed, "closed twice"
-                self.closed.add(conn.id)
-                self.open_ids.discard(conn.id)
-                self.open_by_origin[conn.key] -= 1
-                if conn in self.connecting:
-                    self.connecting.remove(conn)
+                self.saw_close(action.conn)
+
+    def saw_close(self, conn: Conn) -> None:
+        assert conn.id not in self.closed, "closed twice"
+        assert conn.state == CLOSED
+        self.closed.add(conn.id)
+        self.open_ids.discard(conn.id)
+        self.open_by_origin[conn.key] -= 1
+        if conn in self.connecting:
+            self.connecting.remove(conn)
+        # Requests still running on a closed (multiplexed) connection fail; the driver
+        # reports each as released, which the pool must ignore.
+        for ticket, other in [(t, c) for t, c in self.using if c is conn]:
+            self.using.remove((ticket, other))
+            assert self.pool.released(conn, True, self.now) == []
 
     def hand_out(self, ticket: Ticket, conn: Conn) -> None:
-        if ticket.fresh:
+        carrying = sum(c is conn for _, c in self.using)
+        if ticket.fresh and not carrying:  # one carrying other requests right now is alive
             assert self.served.get(conn.id, 0) == 0, "a fresh request got a used connection"
             assert not conn.pooled, "a fresh request got a connection that waited idle"
+
+        assert carrying < conn.capacity, "connection handed out beyond its capacity"
         self.using.append((ticket, conn))
         self.served[conn.id] = self.served.get(conn.id, 0) + 1
 
@@ -96,12 +95,13 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -- rules -------------------------------------------------------------------------------
     @rule(origin=st.sampled_from(ORIGINS), fresh=st.sampled_from([False, False, False, True]))
-    def request(self, origin: str, fresh: bool) -> None:
+    def request(self, origin: PoolKey, fresh: bool) -> None:
         """A request; a fresh one (the resend after the keep-alive race) skips `checkout`
         and must get a new connection."""
         conn = None if fresh else self.pool.checkout(origin, self.now)
         if conn is not None:
-            assert not [t for t in self.waiting if t.key == origin], "checkout jumped the queue"
+            queued = [t for t in self.waiting if t.key == origin]
+            assert not queued, "checkout jumped the queue"
             self.hand_out(Ticket(origin), conn)
             return
         ticket = Ticket(origin, fresh=fresh)
@@ -114,11 +114,13 @@ class PoolMachine(RuleBasedStateMachine):
             self.apply(actions)
 
     @precondition(lambda self: self.connecting)
-    @rule(index=st.integers(0, 100), outcome=st.sampled_from(["ok", "ok", "fail", "abandon"]))
-    def connect_outcome(self, index: int, outcome: str) -> None:
+    @rule(index=st.integers(0, 100), outcome=st.sampled_from(["ok", "ok", "fail", "abandon"]),
+          capacity=st.sampled_from([1, 1, 1, 3]))
+    def connect_outcome(self, index: int, outcome: str, capacity: int) -> None:
+        """A connect ends; an "ok" one may be multiplexed (capacity 3, as HTTP/2 would be)."""
         conn = self.connecting.pop(index % len(self.connecting))
         if outcome == "ok":
-            self.apply(self.pool.connected(conn, self.now))
+            self.apply(self.pool.connected(conn, self.now, capacity))
         else:
             self.closed.add(conn.id)
             self.open_ids.discard(conn.id)
@@ -131,19 +133,11 @@ class PoolMachine(RuleBasedStateMachine):
           keepalive=st.one_of(st.none(), st.floats(0, 20)))
     def release(self, index: int, reusable: bool, keepalive: float | None) -> None:
         _, conn = self.using.pop(index % len(self.using))
+        actions = self.pool.released(conn, reusable, self.now, keepalive)
         if not reusable:
-            self.closed.add(conn.id)
-            self.open_ids.discard(conn.id)
-            self.open_by_origin[conn.key] -= 1
-            actions = self.pool.released(conn, False, self.now, keepalive)
             assert isinstance(actions[0], Close)
             assert actions[0].conn is conn
-            self.closed.discard(conn.id)  # apply() below re-adds it when it sees the Close
-            self.open_ids.add(conn.id)
-            self.open_by_origin[conn.key] += 1
-            self.apply(actions)
-            return
-        self.apply(self.pool.released(conn, True, self.now, keepalive))
+        self.apply(actions)
 
     @precondition(lambda self: self.waiting)
     @rule(index=st.integers(0, 100))
@@ -168,22 +162,26 @@ class PoolMachine(RuleBasedStateMachine):
         request gave up before using it."""
         _, conn = self.using.pop(index % len(self.using))
         self.take_back(conn)
-        if not reusable:
-            self.open_ids.discard(conn.id)
-            self.open_by_origin[conn.key] -= 1
-            self.closed.add(conn.id)
-            actions = self.pool.unused(conn, False, self.now)
-            self.closed.discard(conn.id)
-            self.open_ids.add(conn.id)
-            self.open_by_origin[conn.key] += 1
-            self.apply(actions)
-            return
-        self.apply(self.pool.unused(conn, True, self.now))
+        self.apply(self.pool.unused(conn, reusable, self.now))
+
+    @precondition(lambda self: any(c.state in (IDLE, ACTIVE) for c in self.pool.connections()))
+    @rule(index=st.integers(0, 100))
+    def server_drains(self, index: int) -> None:
+        """The server says it takes no new request on a connection (GOAWAY)."""
+        conns = sorted((c for c in self.pool.connections() if c.state in (IDLE, ACTIVE)),
+                       key=lambda c: c.id)  # a set's order varies between runs
+        conn = conns[index % len(conns)]
+        was_idle = conn.state == IDLE
+        actions = self.pool.drain(conn, self.now)
+        assert was_idle == any(isinstance(a, Close) and a.conn is conn for a in actions)
+        self.apply(actions)
+        assert conn.state == (CLOSED if was_idle else DRAINING)
 
     @precondition(lambda self: any(c.state == IDLE for c in self.pool.connections()))
     @rule(index=st.integers(0, 100))
     def peer_closes_idle(self, index: int) -> None:
-        idle = [c for c in self.pool.connections() if c.state == IDLE]
+        idle = sorted((c for c in self.pool.connections() if c.state == IDLE),
+                      key=lambda c: c.id)  # a set's order varies between runs
         self.apply(self.pool.discard(idle[index % len(idle)], self.now))
 
     @rule(seconds=st.sampled_from([0.5, 3.0, 10.0, 20.0]))
@@ -206,18 +204,19 @@ class PoolMachine(RuleBasedStateMachine):
         assert pool.n_waiting == len(self.waiting)
         stats = pool.stats()
         assert stats.connections == stats.connecting + stats.idle + stats.active
-        assert stats.active == len(self.using)
+        assert stats.active == len({c.id for _, c in self.using} | {
+            c.id for c in pool.connections() if c.state == DRAINING})
         assert stats.connecting == len(self.connecting)
         assert stats.created - stats.closed == stats.connections - stats.connecting
         assert stats.reused == sum(n - 1 for n in self.served.values() if n > 1)
 
     @invariant()
     def waiters_are_covered(self) -> None:
-        """Nobody waits while a connection could be opened or an idle one is free for them."""
+        """Nobody waits while an idle connection of their key is free for them."""
         for ticket in self.waiting:
-            host = ticket.host
-            assert host is not None
-            assert not host.idle
+            group = ticket.group
+            assert group is not None
+            assert not group.idle
 
 
 TestPoolMachine = PoolMachine.TestCase
@@ -227,7 +226,7 @@ TestPoolMachine.settings = settings(max_examples=300, stateful_step_count=60, de
 
 def test_close_all_fails_waiters_and_closes_everything() -> None:
     pool = PoolState(Limits(max_connections=2))
-    tickets = [Ticket("http://a:80") for _ in range(4)]
+    tickets = [Ticket(A) for _ in range(4)]
     opened: list[Conn] = []
     for ticket in tickets:
         opened += [a.conn for a in pool.request(ticket, 0.0) if isinstance(a, Open)]
@@ -248,7 +247,7 @@ def test_a_connection_that_waited_idle_may_be_stale_even_if_it_never_served() ->
     so a failure on it is the keep-alive race (retried for idempotent requests), exactly as
     for a connection that served before."""
     pool = PoolState(Limits(max_connections=2))
-    first, second = Ticket("http://a:80"), Ticket("http://a:80")
+    first, second = Ticket(A), Ticket(A)
     (open_first,) = pool.request(first, 0.0)
     assert isinstance(open_first, Open)
     pool.connected(open_first.conn, 0.0)
@@ -264,7 +263,7 @@ def test_a_connection_that_waited_idle_may_be_stale_even_if_it_never_served() ->
     pool.connected(open_second.conn, 0.3)
     assert open_second.conn.state == IDLE
     assert open_second.conn.requests == 0
-    later = pool.checkout("http://a:80", 5.0)
+    later = pool.checkout(A, 5.0)
     assert later is open_second.conn
     assert later.requests == 1
     assert later.may_be_stale

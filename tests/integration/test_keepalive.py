@@ -10,7 +10,8 @@ import pytest
 
 import poolhttp
 from tests.integration.clients import make_client
-from tests.support.scripted import ReceivedRequest, Reply, echo_handler
+from tests.support.nginx import Nginx
+from tests.support.scripted import ReceivedRequest, Reply, ServerFactory, echo_handler
 
 
 def connection_of(response: poolhttp.Response) -> int:
@@ -18,7 +19,8 @@ def connection_of(response: poolhttp.Response) -> int:
     return int(json.loads(response.content)["connection_index"])
 
 
-def test_sequential_requests_share_one_connection(client_kind: str, scripted_server) -> None:
+def test_sequential_requests_share_one_connection(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(echo_handler)
     with make_client(client_kind) as client:
         indexes = {connection_of(client.get(server.url(f"/{i}"))) for i in range(20)}
@@ -29,17 +31,14 @@ def test_sequential_requests_share_one_connection(client_kind: str, scripted_ser
 
 
 def test_idle_connections_expire_and_the_next_request_opens_a_new_one(
-        client_kind: str, scripted_server) -> None:
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(echo_handler)
     limits = poolhttp.Limits(keepalive_expiry=0.3)
     with make_client(client_kind, limits=limits) as client:
         assert connection_of(client.get(server.url())) == 0
-        if client_kind != "sync":
-            # The async pool closes it on its own timer, with no request to prompt it.
-            server.wait_for(lambda c: c.closed_by_client == 1, timeout=3)
-            assert client.stats().connections == 0
-        else:
-            time.sleep(0.5)  # the sync pool closes expired connections at its next use
+        # Both pools close it on their own timer, with no request to prompt it.
+        server.wait_for(lambda c: c.closed_by_client == 1, timeout=3)
+        assert client.stats().connections == 0
         assert connection_of(client.get(server.url())) == 1
         server.wait_for(lambda c: c.closed_by_client == 1)
         stats = client.stats()
@@ -48,7 +47,7 @@ def test_idle_connections_expire_and_the_next_request_opens_a_new_one(
 
 
 def test_reuse_takes_the_most_recently_used_connection(client_kind: str,
-                                                       scripted_server) -> None:
+                                                       scripted_server: ServerFactory) -> None:
     def handler(request: ReceivedRequest) -> Reply:
         reply = echo_handler(request)
         return reply.delay(0.2) if request.path == "/slow" else reply
@@ -71,7 +70,8 @@ def test_reuse_takes_the_most_recently_used_connection(client_kind: str,
         assert connection_of(client.get(server.url("/next"))) == results["/slow"]
 
 
-def test_server_connection_close_is_honoured(client_kind: str, scripted_server) -> None:
+def test_server_connection_close_is_honoured(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(lambda request: Reply.ok(b"bye", keep_alive=False))
     with make_client(client_kind) as client:
         for _ in range(5):
@@ -84,7 +84,7 @@ def test_server_connection_close_is_honoured(client_kind: str, scripted_server) 
 
 
 def test_keep_alive_timeout_from_the_server_is_honoured(client_kind: str,
-                                                        scripted_server) -> None:
+                                                        scripted_server: ServerFactory) -> None:
     def handler(request: ReceivedRequest) -> Reply:
         return Reply.ok(b"ok", headers=[("Keep-Alive", "timeout=1, max=100")])
 
@@ -101,7 +101,7 @@ def test_keep_alive_timeout_from_the_server_is_honoured(client_kind: str,
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
 def test_idle_connection_closed_by_the_server_is_never_handed_out(
-        client_kind: str, scripted_server, how: str) -> None:
+        client_kind: str, scripted_server: ServerFactory, how: str) -> None:
     server = scripted_server(echo_handler, idle_close_ms=100, idle_close_with=how)
     with make_client(client_kind) as client:
         assert connection_of(client.get(server.url())) == 0
@@ -114,7 +114,7 @@ def test_idle_connection_closed_by_the_server_is_never_handed_out(
 
 
 def test_streamed_response_read_to_the_end_releases_its_connection(
-        client_kind: str, nginx) -> None:
+        client_kind: str, nginx: Nginx) -> None:
     with make_client(client_kind) as client:
         with client.stream("GET", nginx.url("/1m")) as response:
             data = b"".join(response.iter_bytes())
@@ -127,7 +127,7 @@ def test_streamed_response_read_to_the_end_releases_its_connection(
 
 
 def test_streamed_response_closed_early_discards_its_connection(client_kind: str,
-                                                                nginx) -> None:
+                                                                nginx: Nginx) -> None:
     before = nginx.server_stats()
     with make_client(client_kind) as client:
         with client.stream("GET", nginx.url("/1m")) as response:
@@ -138,3 +138,28 @@ def test_streamed_response_closed_early_discards_its_connection(client_kind: str
         assert client.get(nginx.url("/")).status_code == 200
         assert client.stats().created == 2
     assert nginx.server_stats().since(before).accepted == 2
+
+
+def test_the_sync_expiry_thread_lives_only_while_connections_are_idle(
+        scripted_server: ServerFactory) -> None:
+    """The blocking pool closes idle connections from a thread of its own: it runs only
+    while some connection is idle, and is gone once the last one expired or the client
+    closed (no thread outlives the client)."""
+    server = scripted_server(echo_handler)
+
+    def expiry_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "poolhttp-expiry"]
+
+    before = len(expiry_threads())
+    with poolhttp.Client(limits=poolhttp.Limits(keepalive_expiry=0.2)) as client:
+        client.get(server.url())
+        assert len(expiry_threads()) == before + 1
+        server.wait_for(lambda c: c.closed_by_client == 1, timeout=3)
+        deadline = time.monotonic() + 3
+        while len(expiry_threads()) > before:  # it exits once nothing is idle
+            assert time.monotonic() < deadline, "the expiry thread did not exit"
+            time.sleep(0.01)
+        client.get(server.url())
+        assert len(expiry_threads()) == before + 1
+    assert len(expiry_threads()) == before  # close() stops and joins it
+    assert server.accepted == 2

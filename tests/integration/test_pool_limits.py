@@ -9,9 +9,9 @@ import time
 import pytest
 
 import poolhttp
-from tests.integration.clients import make_client
+from tests.integration.clients import AsyncFacade, make_client
 from tests.support.nginx import Nginx
-from tests.support.scripted import Gate, ReceivedRequest, Reply
+from tests.support.scripted import Gate, ReceivedRequest, Reply, ServerFactory
 
 REQUESTS = 10_000
 WORKERS = 64
@@ -76,7 +76,7 @@ def slow_hello(request: ReceivedRequest) -> Reply:
     return Reply.ok(b"hello").delay(0.01)
 
 
-def test_per_host_limit_holds_under_load(client_kind: str, scripted_server) -> None:
+def test_per_host_limit_holds_under_load(client_kind: str, scripted_server: ServerFactory) -> None:
     servers = scripted_server.multi(slow_hello)
     limits = poolhttp.Limits(max_connections=100, max_connections_per_host=4)
     with make_client(client_kind, limits=limits) as client:
@@ -87,7 +87,7 @@ def test_per_host_limit_holds_under_load(client_kind: str, scripted_server) -> N
         assert server.accepted == 4
 
 
-def test_total_limit_holds(client_kind: str, scripted_server) -> None:
+def test_total_limit_holds(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(slow_hello)
     with make_client(client_kind, limits=poolhttp.Limits(max_connections=6)) as client:
         run_concurrently(client, [server.url("/")] * 120, workers=24)
@@ -95,7 +95,7 @@ def test_total_limit_holds(client_kind: str, scripted_server) -> None:
     assert server.accepted == 6
 
 
-def test_total_limit_holds_across_origins(client_kind: str, scripted_server) -> None:
+def test_total_limit_holds_across_origins(client_kind: str, scripted_server: ServerFactory) -> None:
     """Three origins share six slots, so slots move between origins (the oldest waiter gets
     the next one). The server may see a new connection before it reads the old one's FIN, so
     concurrency across origins is sampled from the client; the servers check the work."""
@@ -126,7 +126,8 @@ def test_total_limit_holds_across_origins(client_kind: str, scripted_server) -> 
     assert all(server.requests == 80 for server in servers)  # every origin was served
 
 
-def run_concurrently(client, urls: list[str], workers: int) -> None:
+def run_concurrently(client: poolhttp.Client | AsyncFacade, urls: list[str],
+                     workers: int) -> None:
     errors: list[BaseException] = []
     lock = threading.Lock()
     pending = list(urls)
@@ -151,8 +152,8 @@ def run_concurrently(client, urls: list[str], workers: int) -> None:
     assert not errors, errors[:3]
 
 
-def test_pool_timeout_fires_near_the_limit_and_names_the_limits(client_kind: str,
-                                                               scripted_server) -> None:
+def test_pool_timeout_fires_near_the_limit_and_names_the_limits(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     gate = Gate()
 
     async def held(request: ReceivedRequest) -> Reply:
@@ -181,7 +182,8 @@ def test_pool_timeout_fires_near_the_limit_and_names_the_limits(client_kind: str
     assert isinstance(info.value, TimeoutError)
 
 
-def test_waiters_are_served_in_arrival_order(client_kind: str, scripted_server) -> None:
+def test_waiters_are_served_in_arrival_order(client_kind: str,
+                                             scripted_server: ServerFactory) -> None:
     gate = Gate()
 
     async def handler(request: ReceivedRequest) -> Reply:
@@ -210,8 +212,8 @@ def test_waiters_are_served_in_arrival_order(client_kind: str, scripted_server) 
     assert server.accepted == 1
 
 
-def test_cross_host_no_starvation_idle_connection_makes_room(client_kind: str,
-                                                             scripted_server) -> None:
+def test_cross_host_no_starvation_idle_connection_makes_room(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     servers = scripted_server.multi(lambda request: Reply.ok(b"hello").delay(0.1))
     with make_client(client_kind, limits=poolhttp.Limits(max_connections=2)) as client:
         run_concurrently(client, [servers.url("/", 0)] * 2, workers=2)  # overlapping: 2 conns
@@ -229,7 +231,7 @@ def test_cross_host_no_starvation_idle_connection_makes_room(client_kind: str,
 
 
 def test_blocked_origin_gets_a_slot_before_newer_requests(client_kind: str,
-                                                          scripted_server) -> None:
+                                                          scripted_server: ServerFactory) -> None:
     """A busy origin A keeps getting requests; B's request, queued behind the total limit,
     must get the next freed slot rather than wait for A's load to stop."""
     servers = scripted_server.multi(slow_hello)

@@ -9,7 +9,7 @@ from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any
 
-from .._client_base import ClientBase, RequestContent, Trace, emit
+from .._client_base import ClientBase, RequestContent
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._core.pool import PoolStats
 from .._exceptions import TransportError
@@ -17,6 +17,7 @@ from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._retry import RetryPlan
 from .._tls import VerifyTypes
+from .._trace import Trace, emit
 from .._urls import URL, QueryParams
 from .connection import AsyncConnection
 from .pool import AsyncPool
@@ -45,7 +46,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
                          local_address=local_address, retries=retries)
-        self._pool = AsyncPool(self)
+        self._pool = AsyncPool(self._config)
         self._closed = False
 
     async def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
@@ -62,9 +63,9 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=True)
-        return await self._exchange(request, head, body,
-                                    self.timeout if timeout is None else Timeout.coerce(timeout),
-                                    False, trace)
+        return await self._send(request, head, body,
+                                self.timeout if timeout is None else Timeout.coerce(timeout),
+                                False, trace)
 
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                headers: HeaderTypes | None = None, content: RequestContent = None,
@@ -85,81 +86,72 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         return AsyncStreamContext(self, request, head, body, self._resolve_timeout(timeout),
                                   trace)
 
-    async def _exchange(self, request: Request, head: bytes, body: bytes | None,
-                        timeout: Timeout, stream: bool, trace: Trace | None,
-                        deadline: float | None = None, plan: RetryPlan | None = None) -> Response:
-        """One attempt: a connection, the request out, the response (or its head) in. A
-        failure, or a status the retry policy wants retried, goes on to `_retry`.
+    async def _send(self, request: Request, head: bytes, body: bytes | None,
+                    timeout: Timeout, stream: bool, trace: Trace | None) -> Response:
+        """The request loop: a connection, the request out, the response (or its head) in;
+        then, unless that simply succeeded, ask the steps what to do next and go round.
 
-        `request()` and `stream()` await this directly: every coroutine layer between the
-        caller and the response future costs on each suspend and resume."""
+        Today's step is the retry policy (`RetryPlan.after`: wait and resend, return this
+        response, or raise); redirects, auth and cookies are steps of the same loop. The
+        first attempt costs no step at all. `request()` and `stream()` await this directly:
+        every coroutine layer between the caller and the response future costs on each
+        suspend and resume."""
         pool = self._pool
         pool.check_loop()
         if self._closed:
             raise self._closed_error()
         loop = pool.loop
         started = loop.time()
-        if plan is None and timeout.total is not None:
-            deadline = started + timeout.total
+        deadline = None if timeout.total is None else started + timeout.total
         origin = request.url.origin
-        fresh = plan is not None and plan.fresh
-        try:
-            conn = None if fresh else pool.state.checkout(origin.key, started)
-            while conn is None or conn.io.closing:
-                if conn is not None:
-                    pool.unused(conn)  # its transport went away before we could use it
-                conn = await pool.acquire(origin, timeout, deadline, trace, fresh)
-            proto: AsyncConnection = conn.io
-            if trace is not None:
-                emit(trace, "connection.acquired", reused=conn.requests > 1,
-                     connection_id=conn.id, origin=origin.key)
-            future = proto.send(request, head, body, timeout.read, timeout.write, deadline,
-                                stream, started, trace)
+        key = self._keys.get(origin.key) or self._pool_key(origin)
+        plan: RetryPlan | None = None
+        while True:
+            fresh = plan is not None and plan.fresh
             try:
-                if request.stream is not None:
-                    await proto.send_body(request.stream)
-                response = await future
-            except BaseException:
-                proto.abandon(request)
-                raise
-        except TransportError as exc:
-            error: TransportError | None = exc
-        else:
-            error = None
-        if error is not None:  # retried outside the handler: no chain of contexts
-            return await self._retry(error, request, head, body, timeout, stream, trace,
-                                     deadline, plan)
-        if self._status_retries and response.status_code in self.retries.status_forcelist:
-            return await self._retry(response, request, head, body, timeout, stream, trace,
-                                     deadline, plan)
-        if trace is not None and not stream:
-            emit(trace, "response.complete", status=response.status_code)
-        return response
-
-    async def _retry(self, outcome: Response | TransportError, request: Request, head: bytes,
-                     body: bytes | None, timeout: Timeout, stream: bool, trace: Trace | None,
-                     deadline: float | None, plan: RetryPlan | None) -> Response:
-        """After a failed attempt: another one, if the policy allows (see RetryPlan)."""
-        if plan is None:
-            plan = RetryPlan(self.retries, request)
-        if isinstance(outcome, Response):
-            delay = plan.after_response(outcome, time.time())
+                conn = None if fresh else pool.checkout(key, started)
+                if conn is None:
+                    conn = await pool.acquire(key, origin, timeout, deadline, trace, fresh)
+                proto: AsyncConnection = conn.io
+                if trace is not None:
+                    emit(trace, "connection.acquired", reused=conn.requests > 1,
+                         connection_id=conn.id, origin=origin.key)
+                future = proto.send(request, head, body, timeout, deadline, stream, trace)
+                try:
+                    if request.stream is not None:
+                        await proto.send_body(request.stream)
+                    response = await future
+                except BaseException:
+                    proto.abandon(request)
+                    raise
+            except TransportError as exc:
+                outcome: Response | TransportError = exc
+            else:
+                if not self._status_retries or (
+                        response.status_code not in self.retries.status_forcelist):
+                    if trace is not None and not stream:
+                        emit(trace, "response.complete", status=response.status_code)
+                    return response
+                outcome = response
+            # Decided outside the handler, so a raised error carries no chain of contexts.
+            if plan is None:
+                plan = RetryPlan(self.retries, request)
+            delay = plan.after(outcome, time.time())
             if delay is None:
+                assert isinstance(outcome, Response)
                 return outcome
-            await outcome.aclose()
-        else:
-            delay = plan.after_error(outcome)  # raises when there is no retry left
-        self._pool.state.retries += 1
-        self._announce_retry(plan, delay, request, timeout, deadline, self._pool.loop.time(),
-                             trace)
-        if delay:
-            await asyncio.sleep(delay)
-        return await self._exchange(request, head, body, timeout, stream, trace, deadline, plan)
+            if isinstance(outcome, Response):
+                await outcome.aclose()
+            self._announce_retry(plan, delay, request, timeout, deadline, loop.time(), trace)
+            if delay:
+                await asyncio.sleep(delay)
+            started = loop.time()
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
         stats = self._pool.state.stats()
         stats.dns_lookups = self._pool.dns_lookups
+        stats.retries = self._retried
         return stats
 
     async def aclose(self) -> None:
@@ -201,8 +193,8 @@ class AsyncStreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._client._exchange(self._request, self._head, self._body,
-                                                      self._timeout, True, self._trace)
+        self._response = await self._client._send(self._request, self._head, self._body,
+                                                  self._timeout, True, self._trace)
         return self._response
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

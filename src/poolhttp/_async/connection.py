@@ -15,7 +15,6 @@ from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from .._client_base import Trace, emit
 from .._core.http11 import ResponseReader, keep_alive_timeout
 from .._core.pool import Conn
 from .._exceptions import (
@@ -29,8 +28,10 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._models import Request, Response
+from .._trace import Trace, emit
 
 if TYPE_CHECKING:
+    from .._config import Timeout
     from .pool import AsyncPool
 
 __all__ = ["AsyncConnection"]
@@ -79,10 +80,11 @@ class AsyncConnection(asyncio.Protocol):
         self._trace: Trace | None = None
 
     # -- sending ---------------------------------------------------------------------------
-    def send(self, request: Request, data: bytes, body: bytes | None, read_timeout: float | None,
-             write_timeout: float | None, deadline: float | None, stream: bool,
-             started: float, trace: Trace | None) -> asyncio.Future[Response]:
-        """Write the request; the future resolves with the Response (its head, if `stream`)."""
+    def send(self, request: Request, data: bytes, body: bytes | None, timeout: Timeout,
+             deadline: float | None, stream: bool,
+             trace: Trace | None) -> asyncio.Future[Response]:
+        """Write the request (`data` first, then a large `body` or the streamed one, see
+        `send_body`); the future resolves with the Response (its head only, if `stream`)."""
         transport = self.transport
         assert transport is not None
         assert not self._active
@@ -94,8 +96,9 @@ class AsyncConnection(asyncio.Protocol):
         self._sent_at = perf_counter()  # for Response.elapsed (loop.time() may tick in ms)
         self._chunks = []
         self._reader.expect(request.method == "HEAD")
+        read_timeout = timeout.read
         self._read_timeout = _INF if read_timeout is None else read_timeout
-        self._write_timeout = write_timeout
+        self._write_timeout = timeout.write
         self._cap = _INF if deadline is None else deadline
         if body is None and request.stream is None:
             self._pool.write(self, data)  # maybe batched with others of this loop iteration
@@ -104,7 +107,7 @@ class AsyncConnection(asyncio.Protocol):
             if body is not None:
                 transport.write(body)
         self.request_sent = request.stream is None
-        self._arm_read(started)
+        self._arm_read(self._loop.time())
         self._trace = trace
         if trace is not None:
             emit(trace, "request.sent")

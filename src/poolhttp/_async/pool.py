@@ -13,26 +13,19 @@ import os
 import socket
 import ssl
 from threading import get_ident
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._client_base import Trace, emit
 from .._core.dns import Address, DnsCache, literal_address
-from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
-from .._exceptions import (
-    ConnectError,
-    ConnectTimeout,
-    HTTPError,
-    PoolClosed,
-    PoolTimeout,
-    TotalTimeout,
-)
+from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
+from .._core.records import IDLE
+from .._exceptions import ConnectError, ConnectTimeout, HTTPError
 from .._tls import tls_context
+from .._trace import Trace, emit
 from .._urls import Origin
 from .connection import AsyncConnection
 
 if TYPE_CHECKING:
-    from .._client_base import ClientBase
-    from .._config import Timeout
+    from .._config import PoolConfig, Timeout
 
 __all__ = ["AsyncPool"]
 
@@ -40,9 +33,9 @@ __all__ = ["AsyncPool"]
 class AsyncTicket(Ticket):
     __slots__ = ("deadline", "origin", "timeout", "trace")
 
-    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None,
-                 trace: Trace | None) -> None:
-        super().__init__(origin.key)
+    def __init__(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
+                 trace: Trace | None, fresh: bool) -> None:
+        super().__init__(key, fresh)
         self.origin = origin
         self.timeout = timeout
         self.deadline = deadline
@@ -52,11 +45,11 @@ class AsyncTicket(Ticket):
 class AsyncPool:
     """Connections of one AsyncClient, bound to one event loop."""
 
-    def __init__(self, client: ClientBase[Any]) -> None:
-        self.client = client
-        self.state = PoolState(client.limits)
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+        self.state = PoolState(config.limits)
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
-        self._dns = DnsCache(client.dns_ttl)
+        self._dns = DnsCache(config.dns_ttl)
         self._lookups: dict[tuple[str, int, int], asyncio.Task[list[Address]]] = {}
         self._live: set[AsyncConnection] = set()
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -89,14 +82,31 @@ class AsyncPool:
         return self._dns.lookups
 
     # -- acquiring ---------------------------------------------------------------------------
-    async def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
-                      trace: Trace | None, fresh: bool = False) -> Conn:
-        """Wait for a connection to `origin` (the fast path `checkout` found none); with
-        `fresh`, for a new one (see Ticket.fresh)."""
+    def checkout(self, key: PoolKey, now: float) -> Conn | None:
+        """The fast path: a free connection of `key` whose transport is still there, else None
+        (then `acquire`)."""
+        state = self.state
+        while (conn := state.checkout(key, now)) is not None:
+            if not conn.io.closing:
+                return conn
+            self.unused(conn)  # its transport went away while it sat idle
+        return None
+
+    async def acquire(self, key: PoolKey, origin: Origin, timeout: Timeout,
+                      deadline: float | None, trace: Trace | None, fresh: bool = False) -> Conn:
+        """Wait for a connection of `key` (to `origin`); with `fresh`, for a new one (see
+        Ticket.fresh). Connections whose transport went away meanwhile are passed over."""
+        while True:
+            conn = await self._wait(key, origin, timeout, deadline, trace, fresh)
+            if not conn.io.closing:
+                return conn
+            self.unused(conn)
+
+    async def _wait(self, key: PoolKey, origin: Origin, timeout: Timeout,
+                    deadline: float | None, trace: Trace | None, fresh: bool) -> Conn:
         loop = self.loop
         now = loop.time()
-        ticket = AsyncTicket(origin, timeout, deadline, trace)
-        ticket.fresh = fresh
+        ticket = AsyncTicket(key, origin, timeout, deadline, trace, fresh)
         future: asyncio.Future[Conn] = loop.create_future()
         ticket.waiter = future
         actions = self.state.request(ticket, now)
@@ -124,27 +134,8 @@ class AsyncPool:
 
     def _waited_too_long(self, ticket: AsyncTicket, limit: float | None) -> None:
         future = ticket.waiter
-        if future.done():
-            return
-        if limit is None:
-            future.set_exception(TotalTimeout(
-                f"no connection to {ticket.key} before the total time-out",
-                origin=ticket.key, timeout=ticket.timeout.total))
-            return
-        future.set_exception(PoolTimeout(
-            f"no connection to {ticket.key} within {limit:g}s ({self._describe(ticket.key)})",
-            origin=ticket.key, timeout=limit))
-
-    def _describe(self, key: str) -> str:
-        stats = self.state.stats()
-        host = stats.per_host.get(key)
-        limits = self.state.limits
-        text = (f"max_connections={limits.max_connections}, {stats.active} active, "
-                f"{stats.connecting} connecting, {stats.waiting} waiting")
-        if limits.max_connections_per_host is not None and host is not None:
-            text += (f"; max_connections_per_host={limits.max_connections_per_host}, "
-                     f"{host.active} active to this origin")
-        return text
+        if not future.done():
+            future.set_exception(self.state.wait_error(ticket.key, limit, ticket.timeout.total))
 
     # -- applying the core's actions ---------------------------------------------------------
     def apply(self, actions: list[Action]) -> None:
@@ -206,7 +197,7 @@ class AsyncPool:
 
     def discard(self, conn: Conn) -> None:
         """An idle connection's transport was lost or went out of step."""
-        if conn.state == "idle":
+        if conn.state is IDLE:
             self.apply(self.state.discard(conn, self.loop.time()))
 
     def forget(self, proto: AsyncConnection) -> None:
@@ -214,7 +205,7 @@ class AsyncPool:
 
     # -- connecting --------------------------------------------------------------------------
     def _open(self, conn: Conn, ticket: AsyncTicket) -> None:
-        proto = AsyncConnection(self, conn, conn.key)
+        proto = AsyncConnection(self, conn, ticket.origin.key)
         conn.io = proto
         self._live.add(proto)
         proto.connect_task = self.loop.create_task(self._connect(conn, proto, ticket))
@@ -280,8 +271,8 @@ class AsyncPool:
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.client.local_address is not None:
-                    sock.bind((self.client.local_address, 0))
+                if self.config.local_address is not None:
+                    sock.bind((self.config.local_address, 0))
                 await loop.sock_connect(sock, sockaddr)
             except OSError as exc:
                 sock.close()
@@ -301,7 +292,7 @@ class AsyncPool:
             if origin.is_tls:
                 remaining = None if deadline is None else max(0.001, deadline - loop.time())
                 await loop.create_connection(
-                    lambda: proto, sock=sock, ssl=tls_context(self.client.verify),
+                    lambda: proto, sock=sock, ssl=tls_context(self.config.verify),
                     server_hostname=origin.host, ssl_handshake_timeout=remaining)
             else:
                 await loop.create_connection(lambda: proto, sock=sock)
@@ -322,7 +313,7 @@ class AsyncPool:
                  version=ssl_object.version() if ssl_object is not None else None)
 
     async def _resolve(self, origin: Origin) -> list[Address]:
-        family = self.client.family
+        family = self.config.family
         literal = literal_address(origin.host, origin.port, family)
         if literal is not None:
             if not literal:
@@ -403,10 +394,6 @@ class AsyncPool:
                 pending.append(proto.lost)
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-
-    def check_open(self) -> None:
-        if self.state.is_closed:
-            raise PoolClosed("the client is closed")
 
 
 def _describe(exc: OSError) -> str:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-from .._client_base import ClientBase, RequestContent, Trace, emit
+from .._client_base import ClientBase, RequestContent
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._core.pool import PoolStats
 from .._exceptions import TransportError
@@ -17,6 +17,7 @@ from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._retry import RetryPlan
 from .._tls import VerifyTypes
+from .._trace import Trace, emit
 from .._urls import URL, QueryParams
 from .connection import SyncConnection
 from .pool import SyncPool
@@ -42,7 +43,7 @@ class Client(ClientBase[Response]):
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
                          local_address=local_address, retries=retries)
-        self._pool = SyncPool(self)
+        self._pool = SyncPool(self._config)
         self._closed = False
 
     def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
@@ -52,9 +53,9 @@ class Client(ClientBase[Response]):
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=False)
-        return self._exchange(request, head, body,
-                              self.timeout if timeout is None else Timeout.coerce(timeout),
-                              False, trace)
+        return self._send(request, head, body,
+                          self.timeout if timeout is None else Timeout.coerce(timeout),
+                          False, trace)
 
     @contextmanager
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
@@ -73,73 +74,67 @@ class Client(ClientBase[Response]):
         """
         request, head, body = self._build(method, url, params, headers, content, data, json,
                                           allow_async_body=False)
-        response = self._exchange(request, head, body, self._resolve_timeout(timeout), True,
-                                  trace)
+        response = self._send(request, head, body, self._resolve_timeout(timeout), True,
+                              trace)
         try:
             yield response
         finally:
             response.close()
 
-    def _exchange(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-                  stream: bool, trace: Trace | None, deadline: float | None = None,
-                  plan: RetryPlan | None = None) -> Response:
-        """One attempt: a connection, the request out, the response (or its head) in. A
-        failure, or a status the retry policy wants retried, goes on to `_retry`."""
+    def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
+              stream: bool, trace: Trace | None) -> Response:
+        """The request loop, as AsyncClient._send: attempt, then ask the steps (today the
+        retry policy) what to do next."""
         if self._closed:
             raise self._closed_error()
-        if plan is None and timeout.total is not None:
-            deadline = time.monotonic() + timeout.total
-        try:
-            conn = self._pool.acquire(request.url.origin, timeout, deadline, trace,
-                                      plan is not None and plan.fresh)
-            io: SyncConnection = conn.io
-            if trace is not None:
-                emit(trace, "connection.acquired", reused=conn.requests > 1,
-                     connection_id=conn.id, origin=conn.key)
+        deadline = None if timeout.total is None else time.monotonic() + timeout.total
+        origin = request.url.origin
+        key = self._keys.get(origin.key) or self._pool_key(origin)
+        pool = self._pool
+        plan: RetryPlan | None = None
+        while True:
             try:
-                io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
-                response = io.receive(request, stream)
-            except BaseException:
-                io.abandon()
-                raise
-        except TransportError as exc:
-            error: TransportError | None = exc
-        else:
-            error = None
-        if error is not None:  # retried outside the handler: no chain of contexts
-            return self._retry(error, request, head, body, timeout, stream, trace, deadline,
-                               plan)
-        if self._status_retries and response.status_code in self.retries.status_forcelist:
-            return self._retry(response, request, head, body, timeout, stream, trace, deadline,
-                               plan)
-        if trace is not None and not stream:
-            emit(trace, "response.complete", status=response.status_code)
-        return response
-
-    def _retry(self, outcome: Response | TransportError, request: Request, head: bytes,
-               body: bytes | None, timeout: Timeout, stream: bool, trace: Trace | None,
-               deadline: float | None, plan: RetryPlan | None) -> Response:
-        """After a failed attempt: another one, if the policy allows (see RetryPlan)."""
-        if plan is None:
-            plan = RetryPlan(self.retries, request)
-        if isinstance(outcome, Response):
-            delay = plan.after_response(outcome, time.time())
+                conn = pool.acquire(key, origin, timeout, deadline, trace,
+                                    plan is not None and plan.fresh)
+                io: SyncConnection = conn.io
+                if trace is not None:
+                    emit(trace, "connection.acquired", reused=conn.requests > 1,
+                         connection_id=conn.id, origin=origin.key)
+                try:
+                    io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
+                    response = io.receive(request, stream)
+                except BaseException:
+                    io.abandon()
+                    raise
+            except TransportError as exc:
+                outcome: Response | TransportError = exc
+            else:
+                if not self._status_retries or (
+                        response.status_code not in self.retries.status_forcelist):
+                    if trace is not None and not stream:
+                        emit(trace, "response.complete", status=response.status_code)
+                    return response
+                outcome = response
+            # Decided outside the handler, so a raised error carries no chain of contexts.
+            if plan is None:
+                plan = RetryPlan(self.retries, request)
+            delay = plan.after(outcome, time.time())
             if delay is None:
+                assert isinstance(outcome, Response)
                 return outcome
-            outcome.close()
-        else:
-            delay = plan.after_error(outcome)  # raises when there is no retry left
-        self._pool.count_retry()
-        self._announce_retry(plan, delay, request, timeout, deadline, time.monotonic(), trace)
-        if delay:
-            time.sleep(delay)
-        return self._exchange(request, head, body, timeout, stream, trace, deadline, plan)
+            if isinstance(outcome, Response):
+                outcome.close()
+            self._announce_retry(plan, delay, request, timeout, deadline, time.monotonic(),
+                                 trace)
+            if delay:
+                time.sleep(delay)
 
     def stats(self) -> PoolStats:
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
         with self._pool.lock:
             stats = self._pool.state.stats()
             stats.dns_lookups = self._pool.dns_lookups
+        stats.retries = self._retried
         return stats
 
     def close(self) -> None:

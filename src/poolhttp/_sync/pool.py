@@ -21,19 +21,18 @@ import ssl
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._client_base import Trace, emit
 from .._core.dns import Address, DnsCache, literal_address
-from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolState, Ticket
-from .._exceptions import ConnectError, ConnectTimeout, HTTPError, PoolTimeout, TotalTimeout
+from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
+from .._exceptions import ConnectError, ConnectTimeout, HTTPError, TotalTimeout
 from .._tls import tls_context
+from .._trace import Trace, emit
 from .._urls import Origin
 from .connection import SyncConnection
 
 if TYPE_CHECKING:
-    from .._client_base import ClientBase
-    from .._config import Timeout
+    from .._config import PoolConfig, Timeout
 
 __all__ = ["SyncPool"]
 
@@ -59,9 +58,9 @@ class _Waiter:
 class SyncTicket(Ticket):
     __slots__ = ("deadline", "origin", "timeout", "trace")
 
-    def __init__(self, origin: Origin, timeout: Timeout, deadline: float | None,
-                 trace: Trace | None) -> None:
-        super().__init__(origin.key)
+    def __init__(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
+                 trace: Trace | None, fresh: bool) -> None:
+        super().__init__(key, fresh)
         self.origin = origin
         self.timeout = timeout
         self.deadline = deadline
@@ -93,12 +92,14 @@ if hasattr(os, "register_at_fork"):
 class SyncPool:
     """Connections of one Client, shared by all its threads."""
 
-    def __init__(self, client: ClientBase[Any]) -> None:
-        self.client = client
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
         self.lock = threading.Lock()
-        self.state = PoolState(client.limits)
-        self._dns = DnsCache(client.dns_ttl)
+        self.state = PoolState(config.limits)
+        self._dns = DnsCache(config.dns_ttl)
         self._lookups: dict[tuple[str, int, int], _Lookup] = {}
+        self._reaper: threading.Thread | None = None  # closes idle connections on expiry
+        self._stop_reaper = threading.Event()
         _POOLS.add(self)
 
     def reset_after_fork(self) -> None:
@@ -108,26 +109,27 @@ class SyncPool:
             if conn.io is not None:
                 conn.io.close()
         self.lock = threading.Lock()
-        self.state = PoolState(self.client.limits)
+        self.state = PoolState(self.config.limits)
         self._lookups = {}
+        self._reaper = None  # threads do not survive a fork
+        self._stop_reaper = threading.Event()
 
     @property
     def dns_lookups(self) -> int:
         return self._dns.lookups
 
     # -- acquiring ---------------------------------------------------------------------------
-    def acquire(self, origin: Origin, timeout: Timeout, deadline: float | None,
+    def acquire(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
                 trace: Trace | None, fresh: bool = False) -> Conn:
-        """A connection to `origin`, reused when an idle one is alive, else waited for; with
-        `fresh`, a new one (see Ticket.fresh)."""
-        key = origin.key
+        """A connection of `key` (to `origin`): the fast path takes an idle one that is still
+        alive, else the request waits for one; with `fresh`, a new one (see Ticket.fresh)."""
         while True:
             conn = None
             if not fresh:
                 with self.lock:
                     conn = self.state.checkout(key, time.monotonic())
             if conn is None:
-                conn = self._wait(origin, timeout, deadline, trace, fresh)
+                conn = self._wait(key, origin, timeout, deadline, trace, fresh)
             io: SyncConnection = conn.io
             # One that waited in the pool may have been closed by the server meanwhile.
             if not conn.may_be_stale or io.is_reusable():
@@ -135,12 +137,11 @@ class SyncPool:
             with self.lock:  # closed by the server while idle: never used, try the next one
                 self._apply(self.state.unused(conn, False, time.monotonic()), None)
 
-    def _wait(self, origin: Origin, timeout: Timeout, deadline: float | None,
-              trace: Trace | None, fresh: bool = False) -> Conn:
+    def _wait(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
+              trace: Trace | None, fresh: bool) -> Conn:
         """Queue for a connection. The waiter's lock works as a binary semaphore: `wake()`
         releases it once, and only this thread takes it back, so no wake-up is ever lost."""
-        ticket = SyncTicket(origin, timeout, deadline, trace)
-        ticket.fresh = fresh
+        ticket = SyncTicket(key, origin, timeout, deadline, trace, fresh)
         now = time.monotonic()
         limit = timeout.pool
         end = now + limit if limit is not None else None
@@ -184,7 +185,11 @@ class SyncPool:
                     error = None
             if ticket.conn is not None:
                 return ticket.conn
-            raise error if error is not None else self._timeout_error(ticket, total_first, limit)
+            if error is not None:
+                raise error
+            with self.lock:
+                raise self.state.wait_error(key, None if total_first else limit,
+                                            timeout.total)
 
     def _hand_on_dials(self, waiter: _Waiter) -> None:
         """(Under the lock.) Return our undialled connections to the core, which opens them
@@ -195,23 +200,6 @@ class SyncPool:
     def _take_dials(self, waiter: _Waiter) -> list[Conn]:
         dials, waiter.dials = waiter.dials, []
         return dials
-
-    def _timeout_error(self, ticket: SyncTicket, total_first: bool,
-                       limit: float | None) -> HTTPError:
-        if total_first:
-            return TotalTimeout(f"no connection to {ticket.key} before the total time-out",
-                                origin=ticket.key, timeout=ticket.timeout.total)
-        with self.lock:
-            stats = self.state.stats()
-        limits = self.state.limits
-        text = (f"max_connections={limits.max_connections}, {stats.active} active, "
-                f"{stats.connecting} connecting, {stats.waiting} waiting")
-        host = stats.per_host.get(ticket.key)
-        if limits.max_connections_per_host is not None and host is not None:
-            text += (f"; max_connections_per_host={limits.max_connections_per_host}, "
-                     f"{host.active} active to this origin")
-        return PoolTimeout(f"no connection to {ticket.key} within {limit:g}s ({text})",
-                           origin=ticket.key, timeout=limit)
 
     # -- applying the core's actions (under the lock) ------------------------------------------
     def _apply(self, actions: list[Action], me: SyncTicket | None) -> None:
@@ -236,15 +224,36 @@ class SyncPool:
                 action.ticket.waiter.error = action.error
                 action.ticket.waiter.wake()
 
-    def count_retry(self) -> None:
-        with self.lock:
-            self.state.retries += 1
-
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
         with self.lock:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
             if actions:
                 self._apply(actions, None)
+            if self._reaper is None and reusable and not self.state.is_closed:
+                self._start_reaper()
+
+    # -- idle expiry ---------------------------------------------------------------------
+    def _start_reaper(self) -> None:
+        """(Under the lock.) A daemon thread that closes idle connections when they expire,
+        so they close on time even if nobody uses the pool again. It exits once no idle
+        connection is left (the next release starts another) and when the pool closes."""
+        self._reaper = threading.Thread(target=self._reap, name="poolhttp-expiry",
+                                        daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        stop = self._stop_reaper
+        while True:
+            with self.lock:
+                if self.state.is_closed or self._reaper is not threading.current_thread():
+                    return
+                self._apply(self.state.expire(time.monotonic()), None)
+                when = self.state.next_expiry()
+                if when is None:
+                    self._reaper = None
+                    return
+            if stop.wait(max(0.0, when - time.monotonic()) + 0.001):
+                return
 
     # -- connecting --------------------------------------------------------------------------
     def _dial(self, conn: Conn, ticket: SyncTicket) -> None:
@@ -293,8 +302,8 @@ class SyncPool:
             try:
                 sock.settimeout(remaining)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.client.local_address is not None:
-                    sock.bind((self.client.local_address, 0))
+                if self.config.local_address is not None:
+                    sock.bind((self.config.local_address, 0))
                 began = time.monotonic()
                 sock.connect(sockaddr)
                 if trace is not None:
@@ -329,11 +338,11 @@ class SyncPool:
     def _handshake(self, sock: socket.socket, origin: Origin, end: float | None) -> socket.socket:
         if end is not None:
             sock.settimeout(max(0.001, end - time.monotonic()))
-        context = tls_context(self.client.verify)
+        context = tls_context(self.config.verify)
         return context.wrap_socket(sock, server_hostname=origin.host)
 
     def _resolve(self, origin: Origin, end: float | None) -> list[Address]:
-        family = self.client.family
+        family = self.config.family
         literal = literal_address(origin.host, origin.port, family)
         if literal is not None:
             if not literal:
@@ -371,6 +380,10 @@ class SyncPool:
     def close(self) -> None:
         with self.lock:
             self._apply(self.state.close_all(), None)
+            reaper, self._reaper = self._reaper, None
+        self._stop_reaper.set()
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(5.0)
 
 
 def _describe(exc: OSError) -> str:

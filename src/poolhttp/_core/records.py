@@ -1,0 +1,279 @@
+"""The pool core's records: keys, connections, tickets, actions, and their transition tables.
+
+`PoolState` (pool.py) owns every instance and is the only writer of their state fields; the
+drivers read them and keep their own objects in the `io` / `waiter` slots. Legal state steps are
+data: `CONN_STEPS` and `TICKET_STEPS` map each state to the states it may go to, and every write
+goes through `move()` / `move_ticket()`, which raise `PoolStateError` on anything else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "ACTIVE", "ASSIGNED", "CANCELLED", "CLOSED", "CONNECTING", "CONN_STEPS", "DRAINING",
+    "FAILED", "IDLE", "NEW", "NO_ACTIONS", "TICKET_STEPS", "WAITING", "Action", "Assign", "Close",
+    "Conn", "Fail", "Group", "Open", "PoolKey", "PoolStateError", "PoolStats", "Ticket", "move",
+    "move_ticket",
+]
+
+# -- connection states ----------------------------------------------------------------------
+CONNECTING: Final = "connecting"  # being opened; counts against the limits, covers one waiter
+IDLE: Final = "idle"              # open, nothing in flight, on its group's idle stack
+ACTIVE: Final = "active"          # carrying 1..capacity requests
+DRAINING: Final = "draining"      # takes no new request; closed when the last one ends
+CLOSED: Final = "closed"          # out of the books (the driver closes the transport)
+
+# Every legal step. A connection that becomes usable (connected, or its last request ended)
+# passes through IDLE on its way to a waiter, to the idle stack, or to CLOSED when its slot is
+# handed to another group.
+CONN_STEPS: Final[dict[str, frozenset[str]]] = {
+    CONNECTING: frozenset({IDLE, CLOSED}),
+    IDLE: frozenset({ACTIVE, CLOSED}),
+    ACTIVE: frozenset({IDLE, DRAINING, CLOSED}),
+    DRAINING: frozenset({CLOSED}),
+    CLOSED: frozenset(),
+}
+
+# -- ticket states ----------------------------------------------------------------------------
+NEW: Final = "new"
+WAITING: Final = "waiting"
+ASSIGNED: Final = "assigned"
+CANCELLED: Final = "cancelled"
+FAILED: Final = "failed"
+
+TICKET_STEPS: Final[dict[str, frozenset[str]]] = {
+    NEW: frozenset({WAITING, ASSIGNED}),
+    WAITING: frozenset({ASSIGNED, CANCELLED, FAILED}),
+    ASSIGNED: frozenset({CANCELLED}),  # woken with a connection, gave up before using it
+    CANCELLED: frozenset(),
+    FAILED: frozenset(),
+}
+
+
+class PoolStateError(AssertionError):
+    """The pool's bookkeeping broke a rule: a bug, reported at once."""
+
+
+def move(conn: Conn, to: str) -> None:
+    if to not in CONN_STEPS[conn.state]:
+        raise PoolStateError(f"illegal transition {conn.state} -> {to} for {conn!r}")
+    conn.state = to
+
+
+def move_ticket(ticket: Ticket, to: str) -> None:
+    if to not in TICKET_STEPS[ticket.state]:
+        raise PoolStateError(f"illegal transition {ticket.state} -> {to} for {ticket!r}")
+    ticket.state = to
+
+
+class PoolKey(str):
+    """What makes pooled connections interchangeable: a request may use any connection of its
+    key, and no other. The origin ("https://host:443"), plus what changes what a connection is:
+    the proxy it goes through, the TLS settings it was opened with, the protocols it may speak.
+
+    The key is a string that spells all of them (the origin alone when nothing else is set),
+    so hashing and comparing it cost what the origin string did: str caches its hash, and a
+    Python-level `__hash__` on every pool look-up was a measurable part of the fast path.
+    `label` names the key in `PoolStats.per_host`: the origin, and the proxy if any.
+    """
+
+    origin: str
+    proxy: str | None
+    tls: Hashable
+    protocols: tuple[str, ...]
+    label: str
+
+    def __new__(cls, origin: str, *, proxy: str | None = None, tls: Hashable = None,
+                protocols: tuple[str, ...] = ("http/1.1",)) -> PoolKey:
+        parts = [origin]
+        if proxy is not None:
+            parts.append(f"proxy={proxy}")
+        if tls is not None:
+            parts.append(f"tls={tls!r}")
+        if protocols != ("http/1.1",):
+            parts.append("protocols=" + ",".join(protocols))
+        key = super().__new__(cls, " ".join(parts))
+        key.origin = origin
+        key.proxy = proxy
+        key.tls = tls
+        key.protocols = protocols
+        key.label = origin if proxy is None else f"{origin} via {proxy}"
+        return key
+
+    def __repr__(self) -> str:
+        return f"PoolKey({str.__str__(self)!r})"
+
+
+class Conn:
+    """The pool's record of one connection. `io` belongs to the driver (its transport).
+
+    `capacity` is how many requests it may carry at once: 1 for HTTP/1.1 (and for any
+    connection still connecting), the peer's concurrent-stream limit for a multiplexed one.
+    `in_use` is how many it carries now.
+    """
+
+    __slots__ = ("capacity", "created_at", "expires_at", "group", "id", "idle_since", "in_use",
+                 "io", "pooled", "requests", "spare", "state")
+
+    _ids = itertools.count(1)
+
+    def __init__(self, group: Group, now: float) -> None:
+        self.group = group
+        self.state: str = CONNECTING
+        self.capacity = 1
+        self.in_use = 0
+        self.spare = False  # on its group's list of active connections with room for more
+        self.created_at = now
+        self.idle_since = now
+        self.expires_at = now
+        self.requests = 0  # requests assigned to it so far
+        # Taken from the idle list at least once: like a reused connection, the server may
+        # have closed it while it waited (even one opened for a waiter that then left).
+        self.pooled = False
+        self.io: Any = None
+        self.id = next(Conn._ids)
+
+    @property
+    def may_be_stale(self) -> bool:
+        """Whether the server may have closed it before this request: it served one before or
+        waited in the idle list. A request failing on it before any response byte is the
+        keep-alive race, not a server refusing this request."""
+        return self.requests > 1 or self.pooled
+
+    @property
+    def key(self) -> PoolKey:
+        return self.group.key
+
+    def __repr__(self) -> str:
+        return f"<Conn #{self.id} {self.group.key.label} {self.state}>"
+
+
+class Ticket:
+    """One request's place in the queue. `waiter` belongs to the driver (a future or a lock)."""
+
+    __slots__ = ("conn", "fresh", "group", "key", "seq", "state", "waiter")
+
+    def __init__(self, key: PoolKey, fresh: bool = False) -> None:
+        self.key = key
+        # Only a new connection will do: the resend after the keep-alive race.
+        self.fresh = fresh
+        self.group: Group | None = None
+        self.seq = 0
+        self.state: str = NEW
+        self.conn: Conn | None = None
+        self.waiter: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Ticket #{self.seq} {self.key.label} {self.state}>"
+
+
+class Group:
+    """The connections of one pool key: idle stack, active ones with room, FIFO of waiters."""
+
+    __slots__ = ("blocked_key", "closed", "connecting", "conns", "created", "idle", "key",
+                 "n_active", "n_waiting", "reused", "spare", "waiters")
+
+    def __init__(self, key: PoolKey) -> None:
+        self.key = key
+        self.conns: set[Conn] = set()  # every open one: connecting, idle, active, draining
+        self.idle: list[Conn] = []  # oldest first, most recently used last
+        self.spare: list[Conn] = []  # active, in_use < capacity (multiplexed connections only)
+        self.waiters: deque[Ticket] = deque()  # may hold dead tickets, skipped lazily
+        self.n_waiting = 0  # live tickets in `waiters`
+        self.connecting: list[Conn] = []  # being opened, oldest first
+        self.n_active = 0  # active or draining
+        # (connections held, oldest waiter) under which it is filed in the blocked heap.
+        self.blocked_key: tuple[int, int] | None = None
+        self.created = self.reused = self.closed = 0
+
+    @property
+    def n_open(self) -> int:
+        return len(self.conns)
+
+    @property
+    def n_connecting(self) -> int:
+        return len(self.connecting)
+
+    def wants_connection(self, per_host: int) -> bool:
+        """More waiters than connections being opened for them, and room to open one."""
+        return self.n_waiting > len(self.connecting) and len(self.conns) < per_host
+
+
+class Open:
+    """Start connecting `conn`; `ticket` is the waiter it is opened for."""
+
+    __slots__ = ("conn", "ticket")
+
+    def __init__(self, conn: Conn, ticket: Ticket) -> None:
+        self.conn = conn
+        self.ticket = ticket
+
+
+class Close:
+    """Close `conn`'s transport (it has already left the pool's books)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+
+class Assign:
+    """Wake `ticket`'s waiter: `conn` is now its own (one of its capacity's slots)."""
+
+    __slots__ = ("conn", "ticket")
+
+    def __init__(self, ticket: Ticket, conn: Conn) -> None:
+        self.ticket = ticket
+        self.conn = conn
+
+
+class Fail:
+    """Wake `ticket`'s waiter with `error`."""
+
+    __slots__ = ("error", "ticket")
+
+    def __init__(self, ticket: Ticket, error: BaseException) -> None:
+        self.ticket = ticket
+        self.error = error
+
+
+Action = Open | Close | Assign | Fail
+NO_ACTIONS: Final[list[Action]] = []  # returned when there is nothing to do; never appended to
+
+
+@dataclass
+class PoolStats:
+    """A snapshot of a pool. `connections == connecting + idle + active` always holds.
+
+    `created`, `reused` and `closed` count since the client started: connections opened
+    (TCP connected, and the TLS handshake done for https; attempts that failed or were given
+    up are not counted, so `created` matches the connections a server accepted), requests
+    served on a connection that had served one before, and opened connections closed.
+    `created - closed == idle + active`. A connection may be opened for a request that another
+    connection then serves first: `created + reused` counts requests served plus such
+    connections that never carried one, so it is at least the number of requests served.
+    `active` counts connections carrying requests, draining ones included.
+    `retries` counts requests sent again, and `dns_lookups` the name look-ups made (cached
+    answers and look-ups shared by concurrent requests are not counted). `per_host` maps an origin
+    ("http://127.0.0.1:8080") to the same figures for it; origins with nothing open are
+    forgotten once more than 1024 are known.
+    """
+
+    connections: int = 0
+    connecting: int = 0
+    idle: int = 0
+    active: int = 0
+    waiting: int = 0
+    created: int = 0
+    reused: int = 0
+    closed: int = 0
+    retries: int = 0
+    dns_lookups: int = 0
+    per_host: dict[str, PoolStats] = field(default_factory=dict)
+
