@@ -15,10 +15,8 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._client_base import Trace, emit
 from .._core.http11 import ResponseReader, keep_alive_timeout
 from .._core.pool import Conn
 from .._exceptions import (
@@ -32,6 +30,7 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._models import Request, Response
+from .._trace import Trace, emit
 
 if TYPE_CHECKING:
     from .pool import SyncPool
@@ -39,6 +38,19 @@ if TYPE_CHECKING:
 __all__ = ["SyncConnection"]
 
 _BUFFER = 64 * 1024
+_TLS_PIECE = 256 * 1024  # TLS: bytes written between two looks for an early response
+_POLLOUT = select.POLLOUT
+
+
+def _poll_ms(timeout: float | None, deadline: float | None) -> int:
+    """A write time-out (capped by the total deadline) in poll() milliseconds; -1: no limit."""
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if timeout is None or remaining < timeout:
+            timeout = max(remaining, 0.001)
+    if timeout is None or timeout == math.inf:
+        return -1
+    return max(1, math.ceil(timeout * 1000))
 
 
 def _timeval(seconds: float | None) -> bytes:
@@ -61,6 +73,7 @@ class SyncConnection:
         self._reader = ResponseReader(self, origin)
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
+        self._watcher: select.poll | None = None  # POLLIN | POLLOUT, made for the first body
         self._buffer = bytearray(_BUFFER)
         self._view = memoryview(self._buffer)
         self._rcvtimeo: float | None = -1.0  # the kernel value last set; -1 = unknown
@@ -76,6 +89,9 @@ class SyncConnection:
         self._head_done = False
         self._done = False
         self._keep_alive = False
+        # The server answered before taking the whole request body (RFC 9112 section 9.5):
+        # the connection is closed after that response. Never reset: it is never reused.
+        self._early = False
         self._read_timeout: float | None = None
         self._deadline: float | None = None
         self._trace: Trace | None = None
@@ -110,38 +126,147 @@ class SyncConnection:
         try:
             self._set_write_timeout(write_timeout, deadline)
             sock.sendall(head)
-            if body is not None:
-                sock.sendall(body)
-            elif request.stream is not None:
-                self._send_chunked(request.stream, write_timeout, deadline)
+            if (body is not None or request.stream is not None) and not self._send_body(
+                    request, body, write_timeout, deadline):
+                # The server answered and closed (or is closing) before taking it all.
+                if not self._done:
+                    raise self._write_failed(None)
+                return
+        except TransportError as exc:  # before OSError: WriteError and WriteTimeout are ones
+            raise self._fail(exc) from None
         except (TimeoutError, BlockingIOError) as exc:
+            if self._answered():
+                return
             raise self._fail(WriteTimeout(
                 f"{self.origin} took no request bytes for {write_timeout:g}s (write time-out)"
                 if write_timeout is not None else f"writing to {self.origin} timed out",
                 origin=self.origin, timeout=write_timeout)) from exc
         except OSError as exc:
-            if self.conn.may_be_stale:  # the keep-alive race: the server closed it while idle
-                raise self._fail(self._disconnected(
-                    f"{self.origin} closed the connection as the request went out ({exc})")
-                ) from exc
-            raise self._fail(WriteError(f"sending the request to {self.origin} failed: {exc}",
-                                        origin=self.origin)) from exc
+            if self._answered():
+                return
+            raise self._fail(self._write_failed(exc)) from exc
         self.request_sent = True
         if trace is not None:
             emit(trace, "request.sent")
 
-    def _send_chunked(self, chunks: Iterable[Any], write_timeout: float | None,
-                      deadline: float | None) -> None:
-        for chunk in chunks:
+    def _write_failed(self, exc: OSError | None) -> TransportError:
+        what = str(exc) if exc is not None else "the server closed the connection"
+        if self.conn.may_be_stale:  # the keep-alive race: the server closed it while idle
+            return self._disconnected(
+                f"{self.origin} closed the connection as the request went out ({what})")
+        return WriteError(f"sending the request to {self.origin} failed: {what}",
+                          origin=self.origin)
+
+    # -- the request body, and an early response -------------------------------------------
+    # RFC 9112 section 9.5: a client sending a body watches for a response meanwhile. A server
+    # refusing the body (401, 413, ...) answers after the head and closes; once the response
+    # is complete the rest of the body is not sent. A server that answers and reads on gets
+    # the rest. Either way the connection is closed after that response.
+
+    def _send_body(self, request: Request, body: bytes | None, write_timeout: float | None,
+                   deadline: float | None) -> bool:
+        """Write the body; False when the sending stopped because the server answered."""
+        if body is not None:
+            return self._send_watching(body, write_timeout, deadline)
+        assert request.stream is not None
+        for chunk in request.stream:
             if isinstance(chunk, str):
                 chunk = chunk.encode("utf-8")
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise self._fail(WriteError(
-                    f"body chunks must be bytes, not {type(chunk).__name__}", origin=self.origin))
-            if chunk:
+                raise WriteError(f"body chunks must be bytes, not {type(chunk).__name__}",
+                                 origin=self.origin)
+            if chunk and not self._send_watching(b"%x\r\n%s\r\n" % (len(chunk), chunk),
+                                                 write_timeout, deadline):
+                return False
+        return self._send_watching(b"0\r\n\r\n", write_timeout, deadline)
+
+    def _send_watching(self, data: bytes | bytearray | memoryview, write_timeout: float | None,
+                       deadline: float | None) -> bool:
+        """Write `data`, reading whatever the server sends meanwhile; False when the server
+        finished a response and closes, or closed: stop sending. Plain TCP waits in poll()
+        for either direction and writes without blocking; TLS (no send flags) writes bounded
+        pieces and looks for input between them."""
+        sock = self.sock
+        view = memoryview(data).cast("B")
+        while view:
+            if self._done:  # answered, and the server reads on: finish the upload blindly
                 self._set_write_timeout(write_timeout, deadline)
-                self.sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        self.sock.sendall(b"0\r\n\r\n")
+                sock.sendall(view)
+                return True
+            if self._is_tls:
+                if sock.pending() or self._poller.poll(0):  # type: ignore[attr-defined]
+                    if self._read_while_sending():
+                        return False
+                    continue
+                self._set_write_timeout(write_timeout, deadline)
+                sock.sendall(view[:_TLS_PIECE])
+                view = view[_TLS_PIECE:]
+                continue
+            watcher = self._watcher
+            if watcher is None:
+                watcher = self._watcher = select.poll()
+                watcher.register(sock, select.POLLIN | _POLLOUT)
+            events = watcher.poll(_poll_ms(write_timeout, deadline))
+            if not events:
+                raise TimeoutError("no room in the send buffer within the write time-out")
+            revents = events[0][1]
+            if revents != _POLLOUT:  # input, the end of it, or an error
+                if self._read_while_sending():
+                    return False
+                if not revents & _POLLOUT:
+                    continue
+            try:
+                sent = sock.send(view, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            view = view[sent:]
+        return True
+
+    def _read_while_sending(self) -> bool:
+        """Feed what arrived while the request goes out to the reader (an interim 1xx is
+        skipped there). True when the sending must stop: the response is complete and the
+        server closes the connection, or the server closed it, or it broke."""
+        sock = self.sock
+        try:
+            if self._is_tls:
+                self._set_read_timeout()
+                n = sock.recv_into(self._buffer)
+            else:
+                n = sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:  # a reset: whatever arrived before it has been fed already
+            self._early = True
+            return True
+        if n == 0:
+            self._early = True
+            try:
+                self._reader.feed_eof()  # may complete a body that runs until the close
+            except RemoteProtocolError:
+                pass  # no complete response: send() reports the failed write
+            return True
+        self._reader.feed(self._view[:n])  # a RemoteProtocolError fails the exchange
+        if self._head_done:
+            self._early = True
+        return self._done and not self._keep_alive
+
+    def _answered(self) -> bool:
+        """Writing failed, maybe because the server answered and reset the connection (it
+        closed with our body unread). The kernel keeps what arrived before the reset: read
+        the response from it. True when a complete response is in; it is then returned and
+        the connection closed. Waits only when a response has started (on a reset socket
+        nothing waits); a socket with nothing to read has no answer."""
+        try:
+            while not self._done:
+                if not self._reader.response_started and not (
+                        (self._is_tls and self.sock.pending())  # type: ignore[attr-defined]
+                        or self._poller.poll(0)):
+                    return False
+                self._read_more()
+        except TransportError:
+            return False
+        self._early = True
+        return True
 
     def receive(self, request: Request, stream: bool) -> Response:
         """Read the response: its head only when `stream`, else all of it."""
@@ -218,7 +343,7 @@ class SyncConnection:
         if not self._active:
             return
         self._active = False
-        keep_alive = self._keep_alive
+        keep_alive = self._keep_alive and not self._early
         keepalive = keep_alive_timeout(self._headers) if keep_alive else None
         self._pool.release(self.conn, keep_alive, keepalive)
 
