@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,10 +28,11 @@ def stored(db: Path) -> int:
         return 0
 
 
-def start_fetch(urls: Path, db: Path, *flags: str, **popen: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+def start_fetch(urls: Path, db: Path, *flags: str, **popen: Any) -> subprocess.Popen[bytes]:
+    proc: subprocess.Popen[bytes] = subprocess.Popen(
         [sys.executable, "-m", "poolhttp", "fetch", str(urls), "--db", str(db), *flags],
         env=cli_env(), **popen)
+    return proc
 
 
 def wait_for_rows(db: Path, proc: subprocess.Popen[bytes], wanted: int) -> int:
@@ -112,7 +114,9 @@ def test_ctrl_c_stops_cleanly_and_saves_every_result_taken(tmp_path: Path) -> No
         assert "interrupted (SIGINT)" in text
         assert "--resume" in text
         assert b"SIGINT: stopping" in seen + err
-        taken = int(re.search(r"requests\s+([\d,]+)", text).group(1).replace(",", ""))  # type: ignore[union-attr]
+        found = re.search(r"requests\s+([\d,]+)", text)
+        assert found is not None, text
+        taken = int(found.group(1).replace(",", ""))
         assert 0 < taken < n
         assert stored(db) == taken  # every result taken before the stop was saved
         assert query(db, "SELECT state FROM runs") == [("interrupted",)]

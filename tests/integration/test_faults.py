@@ -10,6 +10,7 @@ import poolhttp
 from tests.integration.clients import make_client
 from tests.support.scripted import (
     Reply,
+    ServerFactory,
     blackhole_listener,
     echo_handler,
     in_sequence,
@@ -70,8 +71,8 @@ async def test_one_requests_total_time_out_does_not_fail_another_requests_connec
                 await b
 
 
-def test_read_timeout_is_silence_between_bytes_not_a_body_cap(client_kind: str,
-                                                               scripted_server) -> None:
+def test_read_timeout_is_silence_between_bytes_not_a_body_cap(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     body = b"slow but steady"
     server = scripted_server(in_sequence(Reply.ok(body).dripped(0.02), Reply.stall()))
     with make_client(client_kind, timeout=poolhttp.Timeout(5.0, read=0.3)) as client:
@@ -88,7 +89,7 @@ def test_read_timeout_is_silence_between_bytes_not_a_body_cap(client_kind: str,
 
 
 def test_total_timeout_cuts_off_a_server_that_drips_forever(client_kind: str,
-                                                            scripted_server) -> None:
+                                                            scripted_server: ServerFactory) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
     server = scripted_server(lambda request: Reply.raw(head + b"x" * 100_000).dripped(0.05))
     with make_client(client_kind, timeout=poolhttp.Timeout(5.0, total=1.0)) as client:
@@ -100,7 +101,8 @@ def test_total_timeout_cuts_off_a_server_that_drips_forever(client_kind: str,
     assert 1.0 <= waited < 2.0
 
 
-def test_write_timeout_when_the_server_never_reads(client_kind: str, scripted_server) -> None:
+def test_write_timeout_when_the_server_never_reads(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(on_accept="deaf")
     with make_client(client_kind, timeout=poolhttp.Timeout(5.0, write=0.3)) as client:
         started = time.monotonic()
@@ -136,7 +138,8 @@ MALFORMED = [
 
 @pytest.mark.parametrize(("name", "data", "error"), MALFORMED, ids=[m[0] for m in MALFORMED])
 def test_malformed_responses_raise_typed_errors_and_discard_the_connection(
-        client_kind: str, scripted_server, name: str, data: bytes, error: type) -> None:
+        client_kind: str, scripted_server: ServerFactory, name: str, data: bytes,
+        error: type[Exception]) -> None:
     server = scripted_server(in_sequence(Reply.raw(data).stall_after(), Reply.ok(b"fine")))
     with make_client(client_kind) as client:
         with pytest.raises(error) as info:
@@ -147,7 +150,7 @@ def test_malformed_responses_raise_typed_errors_and_discard_the_connection(
     assert server.origin in str(info.value)
 
 
-def test_body_shorter_than_content_length(client_kind: str, scripted_server) -> None:
+def test_body_shorter_than_content_length(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.close_mid_body(b"x" * 1000, 10),
                                          Reply.reset_mid_body(b"y" * 1000, 10)))
     with make_client(client_kind) as client:
@@ -157,8 +160,8 @@ def test_body_shorter_than_content_length(client_kind: str, scripted_server) -> 
             client.get(server.url())
 
 
-def test_bytes_after_a_response_never_reach_the_next_request(client_kind: str,
-                                                             scripted_server) -> None:
+def test_bytes_after_a_response_never_reach_the_next_request(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     """Extra bytes that arrive with the response fail it (the stream is out of step); bytes
     that arrive after it was handed over discard the idle connection. Never is the smuggled
     'response' given to the next request."""
@@ -183,7 +186,7 @@ def test_bytes_after_a_response_never_reach_the_next_request(client_kind: str,
 
 @pytest.mark.parametrize("ending", ["fin", "rst"])
 def test_idempotent_request_meeting_a_closed_reused_connection_is_resent_once(
-        client_kind: str, scripted_server, ending: str) -> None:
+        client_kind: str, scripted_server: ServerFactory, ending: str) -> None:
     dropped = Reply.close_without_response() if ending == "fin" else Reply.reset()
     server = scripted_server(in_sequence(Reply.ok(b"one"), dropped, Reply.ok(b"three")))
     with make_client(client_kind) as client:
@@ -195,8 +198,8 @@ def test_idempotent_request_meeting_a_closed_reused_connection_is_resent_once(
     assert [r.connection_index for r in server.received] == [0, 0, 1]
 
 
-def test_post_meeting_a_closed_reused_connection_is_not_resent(client_kind: str,
-                                                               scripted_server) -> None:
+def test_post_meeting_a_closed_reused_connection_is_not_resent(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.ok(b"one"), Reply.close_without_response(),
                                          Reply.ok(b"three")))
     with make_client(client_kind) as client:
@@ -209,7 +212,8 @@ def test_post_meeting_a_closed_reused_connection_is_not_resent(client_kind: str,
     assert isinstance(info.value, poolhttp.ServerDisconnected)
 
 
-def test_post_with_idempotency_key_is_resent(client_kind: str, scripted_server) -> None:
+def test_post_with_idempotency_key_is_resent(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.ok(b"one"), Reply.close_without_response(),
                                          Reply.ok(b"three")))
     with make_client(client_kind) as client:
@@ -219,8 +223,8 @@ def test_post_with_idempotency_key_is_resent(client_kind: str, scripted_server) 
     assert [r.method for r in server.received] == ["GET", "POST", "POST"]
 
 
-def test_failure_on_a_fresh_connection_is_not_retried_by_default(client_kind: str,
-                                                                 scripted_server) -> None:
+def test_failure_on_a_fresh_connection_is_not_retried_by_default(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.close_without_response(), Reply.ok(b"two")))
     with make_client(client_kind) as client, pytest.raises(poolhttp.ServerDisconnected) as info:
         client.get(server.url())
@@ -229,7 +233,7 @@ def test_failure_on_a_fresh_connection_is_not_retried_by_default(client_kind: st
 
 
 @pytest.mark.parametrize("ending", ["fin", "rst"])
-def test_keep_alive_race_sweep_has_no_failures(client_kind: str, scripted_server,
+def test_keep_alive_race_sweep_has_no_failures(client_kind: str, scripted_server: ServerFactory,
                                                ending: str) -> None:
     """Gaps around the server's idle time-out: each request either finds the connection
     alive, finds it closed before use, or meets the close in flight and is resent."""
@@ -265,7 +269,7 @@ def test_connect_retries_then_retry_error_with_every_attempt(client_kind: str) -
     assert waited >= 0.05 + 0.1  # backoff 0.05 then 0.1
 
 
-def test_status_retry_honours_retry_after(client_kind: str, scripted_server) -> None:
+def test_status_retry_honours_retry_after(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(
         Reply.ok(b"busy", status=503, headers=[("Retry-After", "1")]), Reply.ok(b"ok")))
     with make_client(client_kind, retries=poolhttp.Retry(total=3, backoff_factor=0)) as client:
@@ -276,7 +280,7 @@ def test_status_retry_honours_retry_after(client_kind: str, scripted_server) -> 
     assert 1.0 <= waited < 2.5
 
 
-def test_status_retries_exhausted(client_kind: str, scripted_server) -> None:
+def test_status_retries_exhausted(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(lambda request: Reply.ok(b"busy", status=503))
     retry = poolhttp.Retry(total=2, backoff_factor=0, jitter=0)
     with make_client(client_kind, retries=retry) as client, \
@@ -288,7 +292,8 @@ def test_status_retries_exhausted(client_kind: str, scripted_server) -> None:
     assert server.requests == 6
 
 
-def test_post_is_never_resent_after_it_was_sent(client_kind: str, scripted_server) -> None:
+def test_post_is_never_resent_after_it_was_sent(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.reset_mid_body(), Reply.ok(b"ok")))
     retry = poolhttp.Retry(total=5, backoff_factor=0)
     with make_client(client_kind, retries=retry) as client:
@@ -298,7 +303,8 @@ def test_post_is_never_resent_after_it_was_sent(client_kind: str, scripted_serve
     assert server.requests == 1
 
 
-def test_read_retry_for_idempotent_requests(client_kind: str, scripted_server) -> None:
+def test_read_retry_for_idempotent_requests(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.reset_mid_body(), Reply.ok(b"ok")))
     with make_client(client_kind, retries=poolhttp.Retry(total=2, backoff_factor=0)) as client:
         assert client.get(server.url()).content == b"ok"

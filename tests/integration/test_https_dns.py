@@ -7,13 +7,15 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import poolhttp
 from tests.integration.clients import make_client
 from tests.support.nginx import Nginx
-from tests.support.scripted import ReceivedRequest, Reply
+from tests.support.scripted import ReceivedRequest, Reply, ServerFactory
 
 
 def test_https_with_our_ca_reuses_the_connection(client_kind: str, nginx: Nginx) -> None:
@@ -28,7 +30,7 @@ def test_https_with_our_ca_reuses_the_connection(client_kind: str, nginx: Nginx)
 
 
 def test_https_by_name_sends_sni(client_kind: str, nginx: Nginx) -> None:
-    events: list[tuple[str, dict]] = []
+    events: list[tuple[str, dict[str, Any]]] = []
     with make_client(client_kind, verify=nginx.ca_path) as client:
         response = client.get(nginx.https_url("/", host="localhost"),
                               trace=lambda event, info: events.append((event, info)))
@@ -60,7 +62,7 @@ def test_verify_must_be_valid() -> None:
 
 
 def test_one_default_tls_context_per_process_and_none_for_plain_http(nginx: Nginx,
-                                                                     tmp_path) -> None:
+                                                                     tmp_path: Path) -> None:
     """Counted at the ssl module's boundary, in a fresh interpreter."""
     script = textwrap.dedent(f"""
         import asyncio, ssl, poolhttp
@@ -98,7 +100,8 @@ def slow(request: ReceivedRequest) -> Reply:
     return Reply.ok(b"slow").delay(0.2)  # so every request needs a connection of its own
 
 
-async def test_concurrent_lookups_of_one_name_are_coalesced_async(scripted_server) -> None:
+async def test_concurrent_lookups_of_one_name_are_coalesced_async(
+        scripted_server: ServerFactory) -> None:
     import asyncio
     server = scripted_server(slow)
     url = server.url().replace("127.0.0.1", "localhost")
@@ -110,7 +113,7 @@ async def test_concurrent_lookups_of_one_name_are_coalesced_async(scripted_serve
     assert stats.dns_lookups == 1
 
 
-def test_concurrent_lookups_of_one_name_are_coalesced_sync(scripted_server) -> None:
+def test_concurrent_lookups_of_one_name_are_coalesced_sync(scripted_server: ServerFactory) -> None:
     server = scripted_server(slow)
     url = server.url().replace("127.0.0.1", "localhost")
     barrier = threading.Barrier(30)
@@ -155,7 +158,8 @@ def test_failed_lookup_is_a_connect_error(client_kind: str) -> None:
         assert client.stats().connections == 0
 
 
-def test_refused_connection_is_a_connect_error(client_kind: str, scripted_server) -> None:
+def test_refused_connection_is_a_connect_error(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     from tests.support.scripted import refusing_port
     with refusing_port() as port, make_client(client_kind) as client:
         with pytest.raises(poolhttp.ConnectError) as info:
@@ -164,7 +168,8 @@ def test_refused_connection_is_a_connect_error(client_kind: str, scripted_server
     assert "refused" in str(info.value).lower()
 
 
-def test_local_address_binds_the_client_side(client_kind: str, scripted_server) -> None:
+def test_local_address_binds_the_client_side(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server()
     with make_client(client_kind, local_address="127.0.0.5") as client:
         client.get(server.url())
@@ -172,7 +177,7 @@ def test_local_address_binds_the_client_side(client_kind: str, scripted_server) 
 
 
 def test_family_forces_the_address_family(client_kind: str, nginx: Nginx) -> None:
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
     with make_client(client_kind, family=socket.AF_INET) as client:
         client.get(localhost_url(nginx), trace=lambda e, info: events.append(info))
     addresses = next(info["addresses"] for info in events if "addresses" in info)

@@ -11,10 +11,10 @@ import threading
 import pytest
 
 import poolhttp
-from tests.support.scripted import echo_handler
+from tests.support.scripted import ServerFactory, echo_handler
 
 
-def test_async_client_on_a_second_loop_raises_a_clear_error(scripted_server) -> None:
+def test_async_client_on_a_second_loop_raises_a_clear_error(scripted_server: ServerFactory) -> None:
     server = scripted_server()
     first = asyncio.new_event_loop()
     try:
@@ -27,7 +27,7 @@ def test_async_client_on_a_second_loop_raises_a_clear_error(scripted_server) -> 
         first.close()
 
 
-def test_aclose_after_its_loop_was_closed_does_not_crash(scripted_server) -> None:
+def test_aclose_after_its_loop_was_closed_does_not_crash(scripted_server: ServerFactory) -> None:
     """A mistake: the loop ended before the client was closed. aclose() from another loop
     settles the books without touching the dead loop; the orphaned transport is reported
     by asyncio itself when collected."""
@@ -48,7 +48,8 @@ def test_aclose_after_its_loop_was_closed_does_not_crash(scripted_server) -> Non
         asyncio.run(client.get(server.url()))
 
 
-def test_async_client_from_another_thread_raises_instead_of_hanging(scripted_server) -> None:
+def test_async_client_from_another_thread_raises_instead_of_hanging(
+        scripted_server: ServerFactory) -> None:
     server = scripted_server()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever)
@@ -72,7 +73,7 @@ async def _make_client() -> poolhttp.AsyncClient:
 
 
 def test_async_client_moves_to_a_new_loop_once_its_connections_are_gone(
-        scripted_server) -> None:
+        scripted_server: ServerFactory) -> None:
     server = scripted_server()
     client = poolhttp.AsyncClient(limits=poolhttp.Limits(keepalive_expiry=0))
     asyncio.run(client.get(server.url()))  # keep-alive off: nothing stays open
@@ -82,7 +83,7 @@ def test_async_client_moves_to_a_new_loop_once_its_connections_are_gone(
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
-def test_forked_child_opens_its_own_connections(scripted_server) -> None:
+def test_forked_child_opens_its_own_connections(scripted_server: ServerFactory) -> None:
     server = scripted_server(echo_handler)
     with poolhttp.Client() as client:
         first = json.loads(client.get(server.url()).content)["connection_index"]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 import poolhttp
 from tests.integration.clients import make_client
-from tests.support.scripted import ReceivedRequest, Reply, echo_handler, in_sequence
+from tests.support.nginx import Nginx
+from tests.support.scripted import ReceivedRequest, Reply, ServerFactory, echo_handler, in_sequence
 
 
-def test_framings_and_reuse_after_each(client_kind: str, scripted_server) -> None:
+def test_framings_and_reuse_after_each(client_kind: str, scripted_server: ServerFactory) -> None:
     replies = [
         Reply.ok(b"length"),
         Reply.chunked([b"chu", b"nk", b"ed"]),
@@ -28,7 +30,7 @@ def test_framings_and_reuse_after_each(client_kind: str, scripted_server) -> Non
     assert server.accepted == 1  # every framing left the connection in step
 
 
-def test_body_until_close(client_kind: str, scripted_server) -> None:
+def test_body_until_close(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(
         Reply.raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
         .close_after(),
@@ -39,7 +41,7 @@ def test_body_until_close(client_kind: str, scripted_server) -> None:
     assert server.accepted == 2
 
 
-def test_head_has_no_body_whatever_content_length_says(client_kind: str, nginx) -> None:
+def test_head_has_no_body_whatever_content_length_says(client_kind: str, nginx: Nginx) -> None:
     with make_client(client_kind) as client:
         response = client.head(nginx.url("/1m"))
         assert response.headers["content-length"] == str(1 << 20)
@@ -48,7 +50,7 @@ def test_head_has_no_body_whatever_content_length_says(client_kind: str, nginx) 
         assert client.stats().created == 1
 
 
-def test_response_api(client_kind: str, scripted_server) -> None:
+def test_response_api(client_kind: str, scripted_server: ServerFactory) -> None:
     def handler(request: ReceivedRequest) -> Reply:
         return Reply.ok("héllo".encode("latin-1"), status=201, headers=[
             ("Content-Type", "text/plain; charset=latin-1"), ("Set-Cookie", "a=1"),
@@ -69,7 +71,7 @@ def test_response_api(client_kind: str, scripted_server) -> None:
     assert response.raise_for_status() is response
 
 
-def test_raise_for_status(client_kind: str, scripted_server) -> None:
+def test_raise_for_status(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(lambda request: Reply.ok(b"nope", status=404))
     with make_client(client_kind) as client:
         response = client.get(server.url("/missing"))
@@ -80,7 +82,7 @@ def test_raise_for_status(client_kind: str, scripted_server) -> None:
     assert "/missing" in str(info.value)
 
 
-def test_what_is_sent(client_kind: str, scripted_server) -> None:
+def test_what_is_sent(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(echo_handler)
     with make_client(client_kind, base_url=server.url("/api"),
                      headers={"X-Default": "1", "User-Agent": "custom/1"}) as client:
@@ -109,7 +111,8 @@ def test_what_is_sent(client_kind: str, scripted_server) -> None:
     assert chunked["body_length"] == 4
 
 
-def test_per_request_headers_override_defaults(client_kind: str, scripted_server) -> None:
+def test_per_request_headers_override_defaults(
+        client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(echo_handler)
     with make_client(client_kind, headers={"X-A": "default"}) as client:
         got = json.loads(client.get(server.url(), headers={"x-a": "mine"}).content)
@@ -144,7 +147,8 @@ def test_bad_urls_are_refused_before_sending(client_kind: str, url: str, words: 
     ({"json": {}, "content": b"x"}, poolhttp.InvalidRequest, "only one of"),
 ])
 def test_bad_request_arguments_are_refused_before_sending(
-        client_kind: str, scripted_server, kwargs: dict, error: type, words: str) -> None:
+        client_kind: str, scripted_server: ServerFactory, kwargs: dict[str, Any],
+        error: type[Exception], words: str) -> None:
     server = scripted_server()
     with make_client(client_kind) as client, pytest.raises(error) as info:
         client.post(server.url(), **kwargs)
@@ -158,7 +162,7 @@ def test_bad_methods_are_refused(client_kind: str, method: str) -> None:
         client.request(method, "http://127.0.0.1:9/")
 
 
-def test_closed_client_refuses_requests(client_kind: str, scripted_server) -> None:
+def test_closed_client_refuses_requests(client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server()
     with make_client(client_kind) as client:
         client.close()
@@ -168,7 +172,7 @@ def test_closed_client_refuses_requests(client_kind: str, scripted_server) -> No
 
 
 def test_timeout_accepts_floats_and_per_request_override(client_kind: str,
-                                                         scripted_server) -> None:
+                                                         scripted_server: ServerFactory) -> None:
     server = scripted_server(lambda request: Reply.ok(b"late").delay(0.5))
     with make_client(client_kind, timeout=0.2) as client:
         with pytest.raises(poolhttp.ReadTimeout) as info:

@@ -35,7 +35,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .certs import CertBundle
 
@@ -236,7 +236,9 @@ class _Idle(Exception):
 
 def _input_waiting(reader: _Reader, writer: asyncio.StreamWriter) -> bool:
     """Whether bytes from the client wait in the stream's buffer or in the socket."""
-    if len(reader.stream._buffer):  # read but not yet consumed (the attribute is stable)
+    # Read but not yet consumed (the attribute is private, so not in typeshed, but stable).
+    buffered: bytearray = reader.stream._buffer  # type: ignore[attr-defined]
+    if len(buffered):
         return True
     sock = writer.get_extra_info("socket")
     if sock is None or sock.fileno() < 0:
@@ -919,7 +921,8 @@ class ScriptedServer:
             return await self._hold(reader)
         if self.on_accept == "deaf":
             # Read nothing at all: the kernel buffers fill and the client's writes block.
-            writer.transport.pause_reading()
+            # Typed as a WriteTransport, but a stream's transport is a full Transport.
+            cast(asyncio.Transport, writer.transport).pause_reading()
             await asyncio.Event().wait()  # until the server stops (cancellation)
         if self.on_accept == "close":
             await self._close(writer)
@@ -1175,11 +1178,11 @@ class MultiOriginServer:
         self,
         handler: Handler = hello_handler,
         hosts: Sequence[str] = DEFAULT_HOSTS,
-        **options: object,
+        **options: Any,
     ) -> None:
         self._notifier = _Notifier()
         self.servers = [
-            ScriptedServer(handler, host, _notifier=self._notifier, **options)  # type: ignore[arg-type]
+            ScriptedServer(handler, host, _notifier=self._notifier, **options)
             for host in hosts
         ]
 
