@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark: poolhttp and other Python HTTP clients against one local nginx.
 
-    python3 dev.py bench                 # everything (~15-30 min); rewrites docs/benchmarks.md
+    python3 dev.py bench                 # everything (~35 min); rewrites docs/benchmarks.md
     python3 dev.py bench --short         # headline workloads, fewer runs (< 2 min)
     python3 dev.py bench --smoke         # every client and workload once, tiny counts
     python3 dev.py bench --only poolhttp-asyncio,aiohttp-uvloop --workload get-c64
 
 Runs with any python3 >= 3.10: on first use it creates .venv-bench/ with the repository's
-poolhttp and the pinned peers of bench/requirements.txt, then re-runs itself in it. With
-`--python-env current` it uses the running interpreter as it is (the test suite does). See
-bench/README.md.
+poolhttp, its `bench` extra (the peers) and the pins of bench/requirements.txt, then re-runs
+itself in it. `--setup-only` just brings .venv-bench/ up to date (the test suite does this
+first); `--python-env current` uses the running interpreter as it is. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -31,6 +32,9 @@ ROOT = BENCH.parent
 VENV = ROOT / ".venv-bench"
 VENV_PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".bench-installed"
+# Held while .venv-bench is built, so that two runs at once (a test and a bench) build it once.
+LOCK = Path(tempfile.gettempdir()) / (
+    "poolhttp-venv-bench-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:16] + ".lock")
 REQUIREMENTS = BENCH / "requirements.txt"
 # Debian packages to build pycurl from source, for a Python without a pycurl wheel.
 PYCURL_BUILD_PACKAGES = {"curl-config": "libcurl4-openssl-dev", "gcc": "gcc"}
@@ -41,9 +45,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/run.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Clients: poolhttp-asyncio poolhttp-uvloop aiohttp-asyncio aiohttp-uvloop "
-               "httpx-async aiosonic raw-asyncio raw-uvloop poolhttp-sync httpx-sync niquests "
-               "requests urllib3 pycurl raw-sync. Workloads: get-c64 get-c1 get-c512 body-16k "
-               "body-1m post-1k origins-20 newconn https idle-memory.")
+               "httpx-async aiosonic pyreqwest-asyncio pyreqwest-uvloop rnet-asyncio "
+               "rnet-uvloop curl-cffi raw-asyncio raw-uvloop poolhttp-sync httpx-sync "
+               "niquests requests urllib3 pycurl pyreqwest-sync httpr raw-sync. Workloads: "
+               "get-c64 get-c1 get-c512 body-16k body-1m post-1k origins-20 newconn https "
+               "idle-memory.")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--short", action="store_true",
                       help="headline workloads only, fewer requests and runs (< 2 minutes)")
@@ -61,6 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--python-env", choices=("bench", "current"), default="bench",
                    help="bench: build and use .venv-bench/ (default); current: use this "
                         "interpreter as it is")
+    p.add_argument("--setup-only", action="store_true",
+                   help="create or update .venv-bench/, then exit without measuring")
     p.add_argument("--fresh-processes", action="store_true",
                    help="with --smoke: still one process per run (slower; the default for "
                         "other modes)")
@@ -70,6 +78,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--docs-dir", metavar="DIR", help="where to write the docs (default: docs/)")
     p.add_argument("--results-dir", metavar="DIR",
                    help="where to save the JSON results (default: bench/results/)")
+    p.add_argument("--note", metavar="TEXT",
+                   help="a remark for the docs, under the line saying when and where it was "
+                        "measured (e.g. that other work ran on the machine meanwhile)")
+    p.add_argument("--render", metavar="RESULTS.json",
+                   help="measure nothing: write the docs from a saved results file (with "
+                        "--note, replacing its note)")
     args = p.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         p.error("--runs must be at least 1")
@@ -146,6 +160,12 @@ def _check_urllib3() -> None:
 
 def ensure_bench_venv() -> Path:
     """Create .venv-bench and install what the benchmark needs, once per requirements set."""
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_bench_venv()
+
+
+def _build_bench_venv() -> Path:
     if not VENV_PYTHON.exists():
         if importlib.util.find_spec("ensurepip") is None:
             apt_install([f"python3.{sys.version_info.minor}-venv"], "creating .venv-bench")
@@ -154,7 +174,8 @@ def ensure_bench_venv() -> Path:
     wanted = _fingerprint()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return VENV_PYTHON
-    common = ["-e", ".[uvloop]", "-r", str(REQUIREMENTS), "--no-binary", "urllib3-future"]
+    # The `bench` extra names the peers; requirements.txt pins them (and what they pull in).
+    common = ["-e", ".[bench]", "-r", str(REQUIREMENTS), "--no-binary", "urllib3-future"]
     try:
         _pip(*common, "--only-binary", "pycurl")
     except subprocess.CalledProcessError:
@@ -182,11 +203,14 @@ def main() -> int:
     # The system python3 runs this file first; say so plainly if it is too old.
     if sys.version_info < (3, 10):  # noqa: UP036
         sys.exit("bench/run.py needs Python >= 3.10")
-    if args.python_env == "bench" and not in_bench_venv():
+    if args.setup_only or (args.python_env == "bench" and not in_bench_venv()):
         try:
             python = ensure_bench_venv()
         except subprocess.CalledProcessError as exc:
             return exc.returncode or 1
+        if args.setup_only:
+            print(f"bench/run.py: {VENV.relative_to(ROOT)}/ is up to date ({python})")
+            return 0
         # Same process id, so a Ctrl-C or SIGTERM reaches the benchmark itself.
         os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
     sys.path.insert(0, str(BENCH))

@@ -126,6 +126,7 @@ class ClientRow:
     how: str  # one line for the report: how the row uses the library
     baseline: bool = False
     floor: bool = False
+    min_python: tuple[int, int] = (3, 10)  # the library has no release for older Pythons
 
 
 CLIENTS: tuple[ClientRow, ...] = (
@@ -143,6 +144,20 @@ CLIENTS: tuple[ClientRow, ...] = (
     ClientRow("aiosonic", "aiosonic", "async", "tasks", ("aiosonic",), ("aiosonic",),
               "one HTTPClient; TCPConnector pool of C (4 per origin pool for 20 origins), "
               "no cap on requests per connection"),
+    ClientRow("pyreqwest-asyncio", "pyreqwest (asyncio)", "async", "tasks", ("pyreqwest",),
+              ("pyreqwest",), "one Client from ClientBuilder().max_connections(C) (requests "
+              "in flight, so connections; no per-host limit); client.get(url).build().send()",
+              min_python=(3, 11)),
+    ClientRow("pyreqwest-uvloop", "pyreqwest (uvloop)", "async", "tasks",
+              ("pyreqwest", "uvloop"), ("pyreqwest", "uvloop"), "as above, on uvloop",
+              min_python=(3, 11)),
+    ClientRow("rnet-asyncio", "rnet (asyncio)", "async", "tasks", ("rnet",), ("rnet",),
+              "one Client(pool_max_size=C) (no per-host limit), no impersonation"),
+    ClientRow("rnet-uvloop", "rnet (uvloop)", "async", "tasks", ("rnet", "uvloop"),
+              ("rnet", "uvloop"), "as above, on uvloop"),
+    ClientRow("curl-cffi", "curl_cffi (async)", "async", "tasks", ("curl_cffi",),
+              ("curl_cffi", "cffi"), "one AsyncSession(max_clients=C); its CurlMulti's total "
+              "(and per-host) connection limits set as for pycurl; no impersonation"),
     ClientRow("raw-asyncio", "raw floor (asyncio)", "async", "raw-tasks", ("httptools",),
               ("httptools",), "asyncio.Protocol + httptools, fixed pre-encoded request, C "
               "connections, no client logic", floor=True),
@@ -163,6 +178,11 @@ CLIENTS: tuple[ClientRow, ...] = (
     ClientRow("pycurl", "pycurl", "sync", "multi", ("pycurl",), ("pycurl",),
               "C > 1: one CurlMulti running C transfers in one thread, connection limits set; "
               "C = 1: one reused Curl easy handle"),
+    ClientRow("pyreqwest-sync", "pyreqwest (blocking)", "sync", "threads", ("pyreqwest",),
+              ("pyreqwest",), "one SyncClient shared by the threads; max_connections(C)",
+              min_python=(3, 11)),
+    ClientRow("httpr", "httpr", "sync", "threads", ("httpr",), ("httpr",),
+              "one Client shared by the threads; no pool size setting (the threads bound it)"),
     ClientRow("raw-sync", "raw floor (blocking)", "sync", "raw-threads", ("httptools",),
               ("httptools",), "blocking sockets: sendall + recv_into + httptools, fixed "
               "pre-encoded request, one connection per thread", floor=True),
@@ -191,8 +211,14 @@ def row_note(client: ClientRow, workload: Workload) -> str:
     """What differs from the workload's nominal setup for this row, if anything."""
     if workload.per_host and client.key in ("httpx-async", "httpx-sync"):
         return "no per-host limit in httpx: total limit only"
+    if workload.per_host and client.key.startswith("pyreqwest"):
+        return "no per-host limit in pyreqwest: total limit only"
+    if workload.per_host and client.key.startswith("rnet"):
+        return "no per-host limit in rnet: total limit only"
     if workload.per_host and client.key in ("requests", "urllib3", "niquests"):
         return "per-host pools of 4; no total limit (the threads bound it)"
+    if workload.per_host and client.key == "httpr":
+        return "no connection limits in httpr (the threads bound them)"
     if workload.per_host and client.model == "raw-tasks":
         return "4 fixed connections per origin"
     if workload.per_host and client.model == "raw-threads":

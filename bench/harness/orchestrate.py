@@ -429,11 +429,45 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwind through the same clean-up as Ctrl-C
 
 
+def plan_from_results(data: dict[str, Any]) -> Plan:
+    """The Plan a saved results file was made with, to render its docs again."""
+    facts = data["plan"]
+    return Plan(mode=facts["mode"], runs=facts["runs"],
+                clients=[CLIENTS_BY_KEY[k] for k in facts["clients"]],
+                workloads=[WORKLOADS_BY_NAME[w["name"]] for w in facts["workloads"]],
+                idle_memory=facts["idle_connections"] is not None, scale=facts["scale"],
+                time_limit=facts["time_limit"], batch=facts["batched_workers"],
+                unavailable=dict(facts["unavailable"]))
+
+
+def render(args: argparse.Namespace) -> int:
+    """--render: write the docs from a saved results file, measuring nothing."""
+    from . import report
+
+    source = Path(args.render)
+    data = json.loads(source.read_text())
+    if args.note is not None:
+        data["meta"]["note"] = args.note
+    docs_dir = Path(args.docs_dir) if args.docs_dir else ROOT / "docs"
+    written = report.write_docs(data, plan_from_results(data), docs_dir)
+    print(f"bench: wrote {', '.join(_show(p) for p in written)} from {_show(source)}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from . import report
 
+    if args.render:
+        return render(args)
     plan = make_plan(args)
-    missing = missing_modules(plan.clients)
+    for client in plan.clients:
+        if sys.version_info < client.min_python:
+            need = ".".join(map(str, client.min_python))
+            plan.unavailable[client.key] = (f"{client.dists[0]} needs Python >= {need} "
+                                            f"(this is {sys.version.split()[0]})")
+            print(f"bench: {client.key} left out: {plan.unavailable[client.key]}",
+                  file=sys.stderr)
+    missing = missing_modules([c for c in plan.clients if c.key not in plan.unavailable])
     if missing:
         lines = [f"  {key}: needs {', '.join(mods)}" for key, mods in missing.items()]
         print("bench: these clients cannot run in this Python environment:\n" + "\n".join(lines)
@@ -507,7 +541,8 @@ def main(args: argparse.Namespace) -> int:
     idle = summarise_idle(plan, records)
     meta = report.environment(plan, pinning, nginx_version)
     meta.update(started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-                seconds=round(time.time() - started, 1), nginx_pids=nginx_pids)
+                seconds=round(time.time() - started, 1), nginx_pids=nginx_pids,
+                note=args.note)
     data = {"meta": meta, "plan": report.plan_facts(plan), "summary": summary,
             "idle_memory": idle, "runs": records}
     out = results_dir / f"bench-{plan.mode}-{stamp}.json"

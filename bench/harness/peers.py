@@ -10,6 +10,8 @@ and `stream` (body read to the end in chunks and discarded). Each returns (statu
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from .catalog import POST_PAYLOAD
@@ -189,11 +191,149 @@ class AiosonicAsync:
         return {}
 
 
+class PyreqwestAsync:
+    """pyreqwest: reqwest (hyper, tokio) behind a request-builder API; JSON and body in Rust."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.ca_pem = Path(job["ca"]).read_bytes()
+        self.client: Any = None
+
+    async def open(self) -> None:
+        from pyreqwest.client import ClientBuilder
+
+        # Built inside the running loop, which its futures complete on. max_connections caps
+        # the requests in flight, and so the connections (reqwest has no per-host limit).
+        self.client = (ClientBuilder()
+                       .max_connections(self.job["max_connections"])
+                       .timeout(timedelta(seconds=TIMEOUT))
+                       .connect_timeout(timedelta(seconds=TIMEOUT))
+                       .add_root_certificate_pem(self.ca_pem)
+                       .no_proxy()
+                       .build())
+
+    async def get(self, url: str) -> tuple[int, int]:
+        response = await self.client.get(url).build().send()
+        body = await response.bytes()
+        return response.status, len(body)
+
+    async def post(self, url: str) -> tuple[int, int]:
+        response = await self.client.post(url).body_json(POST_PAYLOAD).build().send()
+        body = await response.bytes()
+        return response.status, len(body)
+
+    async def stream(self, url: str) -> tuple[int, int]:
+        n = 0
+        async with self.client.get(url).build_streamed() as response:
+            reader = response.body_reader
+            while (chunk := await reader.read_chunk()) is not None:
+                n += len(chunk)
+            return response.status, n
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+class RnetAsync:
+    """rnet: an asyncio client over wreq (a reqwest fork); no browser impersonation asked."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.client: Any = None
+
+    async def open(self) -> None:
+        import rnet
+
+        seconds = int(TIMEOUT)
+        # pool_max_size: the pool's total connections (rnet has no per-host cap, only one on
+        # idle connections per host, which would close and reopen them instead).
+        self.client = rnet.Client(timeout=seconds, connect_timeout=seconds,
+                                  read_timeout=seconds,
+                                  pool_max_size=self.job["max_connections"],
+                                  verify=Path(self.job["ca"]), no_proxy=True)
+
+    async def get(self, url: str) -> tuple[int, int]:
+        response = await self.client.get(url)
+        body = await response.bytes()
+        return response.status, len(body)
+
+    async def post(self, url: str) -> tuple[int, int]:
+        response = await self.client.post(url, json=POST_PAYLOAD)
+        body = await response.bytes()
+        return response.status, len(body)
+
+    async def stream(self, url: str) -> tuple[int, int]:
+        n = 0
+        response = await self.client.get(url)
+        async with response.stream() as chunks:
+            async for chunk in chunks:
+                n += len(chunk)
+        return response.status, n
+
+    async def close(self) -> None:
+        self.client = None  # rnet's Client has no close(): its pool goes with the object
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+class CurlCffiAsync:
+    """curl_cffi's AsyncSession: libcurl's multi interface driven by the asyncio loop."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.session: Any = None
+
+    async def open(self) -> None:
+        from curl_cffi import CurlMOpt
+        from curl_cffi.requests import AsyncSession
+
+        limit = self.job["max_connections"]
+        # max_clients: the easy handles, so the transfers in flight; the multi handle's
+        # connection limits are set as for the pycurl row.
+        self.session = AsyncSession(max_clients=limit, timeout=TIMEOUT, verify=self.job["ca"],
+                                    trust_env=False)
+        multi = self.session.acurl
+        multi.setopt(CurlMOpt.MAX_TOTAL_CONNECTIONS, limit)
+        multi.setopt(CurlMOpt.MAXCONNECTS, limit)
+        if self.job["per_host"]:
+            multi.setopt(CurlMOpt.MAX_HOST_CONNECTIONS, self.job["per_host"])
+
+    async def get(self, url: str) -> tuple[int, int]:
+        response = await self.session.get(url)
+        return response.status_code, len(response.content)
+
+    async def post(self, url: str) -> tuple[int, int]:
+        response = await self.session.post(url, json=POST_PAYLOAD)
+        return response.status_code, len(response.content)
+
+    async def stream(self, url: str) -> tuple[int, int]:
+        n = 0
+        async with self.session.stream("GET", url) as response:
+            async for chunk in response.aiter_content():
+                n += len(chunk)
+        return response.status_code, n
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
 ASYNC_ADAPTERS: dict[str, type[Any]] = {
     "poolhttp": PoolhttpAsync,
     "aiohttp": AiohttpAsync,
     "httpx-async": HttpxAsync,
     "aiosonic": AiosonicAsync,
+    "pyreqwest": PyreqwestAsync,
+    "rnet": RnetAsync,
+    "curl-cffi": CurlCffiAsync,
 }
 
 
@@ -359,10 +499,80 @@ class Urllib3Sync:
         return {}
 
 
+class PyreqwestSync:
+    """pyreqwest's blocking SyncClient, shared by the threads."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        from pyreqwest.client import SyncClientBuilder
+
+        self.client = (SyncClientBuilder()
+                       .max_connections(job["max_connections"])
+                       .timeout(timedelta(seconds=TIMEOUT))
+                       .connect_timeout(timedelta(seconds=TIMEOUT))
+                       .add_root_certificate_pem(Path(job["ca"]).read_bytes())
+                       .no_proxy()
+                       .build())
+
+    def get(self, url: str) -> tuple[int, int]:
+        response = self.client.get(url).build().send()
+        return response.status, len(response.bytes())
+
+    def post(self, url: str) -> tuple[int, int]:
+        response = self.client.post(url).body_json(POST_PAYLOAD).build().send()
+        return response.status, len(response.bytes())
+
+    def stream(self, url: str) -> tuple[int, int]:
+        n = 0
+        with self.client.get(url).build_streamed() as response:
+            reader = response.body_reader
+            while (chunk := reader.read_chunk()) is not None:
+                n += len(chunk)
+            return response.status, n
+
+    def close(self) -> None:
+        self.client.close()
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+class HttprSync:
+    """httpr's blocking Client (reqwest underneath), shared by the threads. It has no setting
+    for the pool's size: the threads bound the connections."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        import httpr
+
+        self.client = httpr.Client(timeout=TIMEOUT, ca_cert_file=job["ca"])
+
+    def get(self, url: str) -> tuple[int, int]:
+        response = self.client.get(url)
+        return response.status_code, len(response.content)
+
+    def post(self, url: str) -> tuple[int, int]:
+        response = self.client.post(url, json=POST_PAYLOAD)
+        return response.status_code, len(response.content)
+
+    def stream(self, url: str) -> tuple[int, int]:
+        n = 0
+        with self.client.stream("GET", url) as response:
+            for chunk in response.iter_bytes():
+                n += len(chunk)
+            return response.status_code, n
+
+    def close(self) -> None:
+        self.client.close()
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
 SYNC_ADAPTERS: dict[str, type[Any]] = {
     "poolhttp-sync": PoolhttpSync,
     "httpx-sync": HttpxSync,
     "niquests": NiquestsSync,
     "requests": RequestsSync,
     "urllib3": Urllib3Sync,
+    "pyreqwest-sync": PyreqwestSync,
+    "httpr": HttprSync,
 }

@@ -7,6 +7,7 @@ import os
 import platform
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,7 @@ def environment(plan: Plan, pinning: str, nginx: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_prefix": str(Path(sys.prefix).resolve()),
         "openssl": ssl.OPENSSL_VERSION,
         "libcurl": libcurl,
         "nginx": nginx,
@@ -281,6 +283,8 @@ def markdown(data: dict[str, Any], plan: Plan, chart: str | None) -> str:
             f"{meta['python']}; poolhttp {meta['versions'].get('poolhttp', '?')}"
             + (f" at {meta['poolhttp_revision']}" if meta.get("poolhttp_revision") else "")
             + ".", ""]
+    if meta.get("note"):
+        out += [f"> **Note:** {meta['note']}", ""]
     if chart and headline is not None:
         out += [f"![{headline.title}: {headline.unit} per client]({chart})", ""]
     out += ["## At a glance", "",
