@@ -7,6 +7,7 @@ accepted a plain number is too (`timeout=5.0` means `Timeout(5.0)`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -154,6 +155,24 @@ TimeoutTypes = Timeout | float | None
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_KINDS = ("connect", "read", "status")
+
+
+def _method_set(methods: object) -> frozenset[str]:
+    """`Retry.allowed_methods` as upper-cased names. A lone str is refused: iterating it would
+    make "POST" the methods "P", "O", "S" and "T"."""
+    if isinstance(methods, str):
+        raise TypeError(f"Retry.allowed_methods must be a collection of method names, not a "
+                        f"str: write allowed_methods={{{methods!r}}}, not {methods!r}")
+    if isinstance(methods, bytes) or not isinstance(methods, Iterable):
+        raise TypeError(f"Retry.allowed_methods must be a collection of method names, not "
+                        f"{type(methods).__name__}")
+    names = list(methods)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"Retry.allowed_methods must hold str method names, not "
+                            f"{type(name).__name__} ({name!r})")
+    return frozenset(name.upper() for name in names)
 
 
 @dataclass(frozen=True)
@@ -200,8 +219,7 @@ class Retry:
         for name in ("backoff_factor", "backoff_max", "jitter", "retry_after_max"):
             _check_seconds(f"Retry.{name}", getattr(self, name), allow_none=False)
         object.__setattr__(self, "status_forcelist", frozenset(self.status_forcelist))
-        methods = frozenset(m.upper() for m in self.allowed_methods)
-        object.__setattr__(self, "allowed_methods", methods)
+        object.__setattr__(self, "allowed_methods", _method_set(self.allowed_methods))
 
     @classmethod
     def coerce(cls, value: Retry | int | None) -> Retry:
@@ -222,9 +240,20 @@ class Retry:
         return cls(total=value)
 
     def increment(self, kind: str) -> Retry:
-        """This policy with one retry of `kind` ("connect", "read" or "status") used."""
-        if kind not in ("connect", "read", "status"):
-            raise ValueError(f"unknown retry kind {kind!r}")
+        """This policy with one retry of `kind` ("connect", "read" or "status") used.
+
+        Raises ValueError when no retry of `kind` is left: check `allows(kind)` first.
+
+        >>> Retry(total=0).increment("read")
+        Traceback (most recent call last):
+          ...
+        ValueError: no read retry left in this policy (total=0); check allows('read') first
+        """
+        if not self.allows(kind):
+            spent = self.total is not None and self.total <= 0
+            left = f"total={self.total}" if spent else f"{kind}={getattr(self, kind)}"
+            raise ValueError(f"no {kind} retry left in this policy ({left}); "
+                             f"check allows({kind!r}) first")
         changes: dict[str, object] = {"history": (*self.history, kind)}
         if self.total is not None:
             changes["total"] = self.total - 1
@@ -234,7 +263,10 @@ class Retry:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def allows(self, kind: str) -> bool:
-        """Whether one more retry of `kind` is left."""
+        """Whether one more retry of `kind` ("connect", "read" or "status") is left."""
+        if kind not in RETRY_KINDS:
+            raise ValueError(f"unknown retry kind {kind!r}; the kinds are "
+                             f"{', '.join(map(repr, RETRY_KINDS))}")
         if self.total is not None and self.total <= 0:
             return False
         specific = getattr(self, kind)

@@ -1,8 +1,13 @@
 """Headers: case-insensitive, multi-valued, kept as the bytes that crossed the wire.
 
-Response headers arrive from the parser as a list of (name, value) bytes pairs. A `Headers`
-wraps that list without copying; the lower-cased index is built the first time a header is
-looked up, so a response whose headers nobody reads costs nothing to decode.
+Response headers arrive from the parser as one raw header block; `Headers.from_block` splits it
+into (name, value) bytes pairs, and the response calls it only when somebody reads its headers.
+The lower-cased index is built the first time a header is looked up, so a response whose
+headers nobody reads costs nothing to split or decode.
+
+Text is latin-1 both ways (the HTTP/1.1 convention): a str is encoded as latin-1 on the way in
+and the bytes are decoded as latin-1 on the way out, so a str value reads back as given; one
+that latin-1 cannot encode is refused (see `Headers`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Union
 
 from ._exceptions import InvalidRequest
 
-__all__ = ["HeaderTypes", "Headers", "encode_header_pairs"]
+__all__ = ["HeaderTypes", "Headers", "encode_header_pairs", "split_header_block"]
 
 HeaderTypes = Union[
     "Headers",
@@ -29,22 +34,28 @@ _NAME_OK = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_BAD = re.compile(rb"[\x00\r\n]")
 
 
-def _to_bytes(value: str | bytes, what: str) -> bytes:
+def _to_bytes(value: str | bytes, what: str, name: str | bytes) -> bytes:
+    """`value` (the header's name or its value) as latin-1 bytes."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         try:
-            return value.encode("ascii")
+            return value.encode("latin-1")
         except UnicodeEncodeError:
-            return value.encode("utf-8")
+            if what == "name":
+                raise InvalidRequest(f"invalid header name {name!r}") from None
+            raise InvalidRequest(
+                f"header {name!r} has a value that is not latin-1 text: {value!r}; header "
+                "values are latin-1, so pass bytes to send another encoding (for instance "
+                "value.encode('utf-8'))") from None
     raise InvalidRequest(f"header {what} must be str or bytes, not {type(value).__name__}")
 
 
 def encode_header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:
     """Validate user-supplied headers and return them as (name, value) bytes pairs.
 
-    Raises `InvalidRequest` naming the header for an empty or non-token name and for a value
-    holding CR, LF or NUL.
+    Raises `InvalidRequest` naming the header for an empty or non-token name, for a value
+    holding CR, LF or NUL, and for a str value with a character latin-1 cannot encode.
     """
     if headers is None:
         return []
@@ -58,8 +69,8 @@ def encode_header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]
             name, value = item
         except (TypeError, ValueError):
             raise InvalidRequest(f"headers must be (name, value) pairs, got {item!r}") from None
-        raw_name = _to_bytes(name, "name").strip()
-        raw_value = _to_bytes(value, "value").strip(b" \t")
+        raw_name = _to_bytes(name, "name", name).strip()
+        raw_value = _to_bytes(value, "value", name).strip(b" \t")
         if not _NAME_OK.fullmatch(raw_name):
             raise InvalidRequest(f"invalid header name {name!r}")
         if _VALUE_BAD.search(raw_value):
@@ -73,6 +84,15 @@ class Headers(MutableMapping[str, str]):
 
     `headers["name"]` joins repeated values with ", "; `get_list("name")` returns each one.
     Iteration yields lower-cased names, once each.
+
+    Names and values are kept as bytes (`raw`). A str is encoded as latin-1 and bytes are read
+    back as latin-1, so any latin-1 text round-trips; a str value holding a character outside
+    latin-1 (a euro sign, emoji) raises `InvalidRequest`: pass bytes to choose another encoding,
+    and decode `raw` to read it the same way.
+
+    >>> h = Headers([("X-Name", "caf\\u00e9")])
+    >>> h.raw, h["x-name"] == "caf\\u00e9"
+    ([(b'X-Name', b'caf\\xe9')], True)
 
     >>> h = Headers([("Set-Cookie", "a=1"), ("set-cookie", "b=2"), ("Content-Type", "text/html")])
     >>> h["content-type"], h.get_list("SET-COOKIE")
@@ -93,6 +113,17 @@ class Headers(MutableMapping[str, str]):
         headers.raw = raw
         headers._index = None
         return headers
+
+    @classmethod
+    def from_block(cls, block: bytes) -> Headers:
+        """The headers of a header block the parser validated: CRLF-separated `name:value`
+        lines (no obs-fold, no whitespace before the colon, no final CRLF). Values lose their
+        surrounding blanks; nothing else is checked.
+
+        >>> Headers.from_block(b"Server: nginx\\r\\nVia:a\\r\\nvia:  b ").raw
+        [(b'Server', b'nginx'), (b'Via', b'a'), (b'via', b'b')]
+        """
+        return cls.from_raw(split_header_block(block))
 
     def _build_index(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
@@ -132,7 +163,10 @@ class Headers(MutableMapping[str, str]):
         self._index = None
 
     def __delitem__(self, name: str) -> None:
-        lowered = name.lower().encode("latin-1")
+        try:
+            lowered = name.lower().encode("latin-1")
+        except UnicodeEncodeError:  # not latin-1, so no header is named that
+            raise KeyError(name) from None
         kept = [p for p in self.raw if p[0].lower() != lowered]
         if len(kept) == len(self.raw):
             raise KeyError(name)
@@ -165,3 +199,15 @@ class Headers(MutableMapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self.multi_items()!r})"
+
+
+def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
+    """The (name, value) pairs of a header block llhttp validated: CRLF-separated lines of
+    `name:value`, names without whitespace, no obs-fold. Values lose surrounding blanks."""
+    if not block:
+        return []
+    pairs = []
+    for line in block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        pairs.append((name, value.strip(b" \t")))
+    return pairs

@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Protocol
 
-from ._core.http11 import split_header_block, split_status_line
+from ._core.http11 import split_status_line
 from ._exceptions import HTTPError, HTTPStatusError, InvalidRequest
 from ._headers import Headers, HeaderTypes
 from ._urls import URL, Origin, parse_url
@@ -176,7 +176,7 @@ class Response:
     @property
     def headers(self) -> Headers:
         if self._headers is None:  # from the wire: split the header block on first use
-            self._headers = Headers.from_raw(split_header_block(self._raw_headers))
+            self._headers = Headers.from_block(self._raw_headers)
         return self._headers
 
     @property

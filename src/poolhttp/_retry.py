@@ -18,6 +18,7 @@ Two kinds of retry live here:
 from __future__ import annotations
 
 import random
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from ._config import Retry
@@ -147,8 +148,9 @@ def _status_error(response: Response) -> HTTPStatusError:
 
 
 def retry_after_seconds(value: str | None, wall_now: float) -> float | None:
-    """Seconds a `Retry-After` value asks for: delta-seconds or an HTTP date; None if absent
-    or unreadable. A date in the past asks for no wait.
+    """Seconds a `Retry-After` value asks for: delta-seconds (ASCII digits only) or an HTTP
+    date; None if absent or unreadable. A date in the past asks for no wait. HTTP dates are in
+    GMT, so a date without a zone (the asctime form) is read as GMT, never as local time.
 
     >>> retry_after_seconds("120", wall_now=0.0)
     120.0
@@ -156,13 +158,15 @@ def retry_after_seconds(value: str | None, wall_now: float) -> float | None:
     60.0
     >>> retry_after_seconds("Thu, 01 Jan 1970 00:02:00 GMT", wall_now=500.0)
     0.0
+    >>> retry_after_seconds("Thu Jan  1 00:02:00 1970", wall_now=60.0)
+    60.0
     >>> retry_after_seconds("soon", wall_now=0.0) is None
     True
     """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone takes "²" and "١٢"
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -170,4 +174,6 @@ def retry_after_seconds(value: str | None, wall_now: float) -> float | None:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # no zone (asctime form) or "-0000": HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, when.timestamp() - wall_now)

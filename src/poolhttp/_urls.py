@@ -51,14 +51,19 @@ class Origin:
     __slots__ = ("host", "host_header", "is_tls", "key", "port", "scheme")
 
     def __init__(self, scheme: str, host: str, port: int) -> None:
+        default_port = DEFAULT_PORTS.get(scheme)
+        if default_port is None:
+            raise InvalidURL(f"unsupported scheme {scheme!r} for an Origin (poolhttp speaks "
+                             "http and https, written in lower case)")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+            raise InvalidURL(f"invalid port {port!r} for an Origin (1 to 65535)")
         self.scheme = scheme
         self.host = host  # IPv6 literals without brackets, as socket functions want them
         self.port = port
         self.is_tls = scheme == "https"
         netloc = f"[{host}]" if ":" in host else host
         self.key = f"{scheme}://{netloc}:{port}"
-        default = DEFAULT_PORTS[scheme] == port
-        self.host_header = netloc if default else f"{netloc}:{port}"
+        self.host_header = netloc if port == default_port else f"{netloc}:{port}"
 
     def __str__(self) -> str:
         return self.key
@@ -121,17 +126,17 @@ class URL:
         return self.target.decode("ascii")
 
     def copy_with_params(self, params: QueryParams | None) -> URL:
-        """This URL with `params` appended to its query string.
+        """This URL with `params` appended to its query string; the fragment is kept.
 
-        >>> URL("http://example.com/search?q=1").copy_with_params({"page": 2, "debug": None})
-        URL('http://example.com/search?q=1&page=2')
+        >>> URL("http://example.com/search?q=1#top").copy_with_params({"page": 2, "debug": None})
+        URL('http://example.com/search?q=1&page=2#top')
         """
         if not params:
             return self
         extra = encode_params(params)
         query = f"{self.query}&{extra}" if self.query else extra
-        base = str(self).split("#", 1)[0].split("?", 1)[0]
-        return URL(f"{base}?{query}")
+        fragment = f"#{self.fragment}" if self.fragment else ""
+        return URL(f"{self.origin.scheme}://{self._netloc()}{self.path}?{query}{fragment}")
 
     def join(self, url: str) -> URL:
         """Resolve `url` against this URL the way `base_url` does (see AsyncClient): a
@@ -188,6 +193,8 @@ def _parse_into(url: URL, text: str) -> None:
     if scheme not in DEFAULT_PORTS:
         raise InvalidURL(f"unsupported URL scheme {scheme!r} in {text!r} "
                          "(poolhttp speaks http and https)", url=text)
+    if port == 0:  # urlsplit takes 0 to 65535; nothing listens on port 0
+        raise InvalidURL(f"invalid port 0 in URL {text!r} (1 to 65535)", url=text)
     host = _normalise_host(parts.hostname or "", text)
     origin = _intern_origin(scheme, host, port if port is not None else DEFAULT_PORTS[scheme])
     path = parts.path or "/"
@@ -263,13 +270,18 @@ def parse_url(text: str) -> URL:
 
 
 def encode_params(params: QueryParams) -> str:
-    """Encode query parameters; None values are dropped, sequences repeat the key.
+    """Encode query parameters; None values are dropped, sequences repeat the key. A str or
+    bytes is taken as an encoded query string (bytes must be ASCII).
 
     >>> encode_params({"tag": ["a", "b"], "page": 2, "draft": False, "skip": None})
     'tag=a&tag=b&page=2&draft=false'
     """
     if isinstance(params, bytes):
-        return params.decode("ascii")
+        try:
+            return params.decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidURL(f"query parameters given as bytes must be ASCII (percent-encode "
+                             f"the rest): {params!r}", url=None) from None
     if isinstance(params, str):
         return params.lstrip("?")
     items = params.items() if isinstance(params, Mapping) else params

@@ -161,6 +161,24 @@ def test_retry_normalises_collections() -> None:
     assert retry.status_forcelist == frozenset({500})
 
 
+@pytest.mark.parametrize("methods", ["POST", "get"])
+def test_retry_allowed_methods_may_not_be_a_single_str(methods: str) -> None:
+    # Iterating "POST" would silently allow the methods "P", "O", "S" and "T".
+    with pytest.raises(TypeError, match=f"not a str: write allowed_methods={{{methods!r}}}"):
+        Retry(allowed_methods=methods)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    (b"POST", "a collection of method names, not bytes"),
+    (5, "a collection of method names, not int"),
+    ([b"GET"], r"must hold str method names, not bytes \(b'GET'\)"),
+    (["GET", None], "must hold str method names, not NoneType"),
+])
+def test_retry_allowed_methods_must_be_names(methods: object, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        Retry(allowed_methods=methods)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", ["total", "connect", "read", "status"])
 def test_retry_counts_must_be_non_negative_ints(name: str) -> None:
     with pytest.raises(ValueError, match=rf"Retry\.{name} must be >= 0, got -1"):
@@ -208,8 +226,28 @@ def test_increment_without_a_total_counts_only_the_kind() -> None:
 
 
 def test_increment_rejects_an_unknown_kind() -> None:
-    with pytest.raises(ValueError, match="unknown retry kind 'redirect'"):
+    with pytest.raises(ValueError, match="unknown retry kind 'redirect'; the kinds are "
+                                         "'connect', 'read', 'status'"):
         Retry().increment("redirect")
+
+
+def test_allows_rejects_an_unknown_kind_the_same_way() -> None:
+    with pytest.raises(ValueError, match="unknown retry kind 'bogus'; the kinds are "
+                                         "'connect', 'read', 'status'"):
+        Retry().allows("bogus")
+
+
+@pytest.mark.parametrize(("retry", "kind", "message"), [
+    (Retry(total=0), "read", r"no read retry left in this policy \(total=0\); "
+                             r"check allows\('read'\) first"),
+    (Retry(total=1).increment("connect"), "status", r"no status retry left .*\(total=0\)"),
+    (Retry(total=5, connect=0), "connect", r"no connect retry left .*\(connect=0\)"),
+    (Retry(total=None, read=1).increment("read"), "read", r"\(read=0\)"),
+])
+def test_increment_of_a_used_up_policy_says_so(retry: Retry, kind: str, message: str) -> None:
+    assert not retry.allows(kind)
+    with pytest.raises(ValueError, match=message):
+        retry.increment(kind)
 
 
 def test_allows_checks_total_and_kind() -> None:

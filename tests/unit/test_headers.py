@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poolhttp import Headers, InvalidRequest
+from poolhttp import Headers, InvalidRequest, Request, Response
 from poolhttp._headers import HeaderTypes, encode_header_pairs
 
 
@@ -90,6 +90,14 @@ def test_delitem_removes_every_value() -> None:
         del headers["set-cookie"]
 
 
+@pytest.mark.parametrize("name", ["\u20ac", "caf\u00e9", "\U0001f600"])
+def test_delitem_of_a_name_no_header_can_have_is_a_key_error(name: str) -> None:
+    headers = sample()
+    with pytest.raises(KeyError):
+        del headers[name]
+    assert headers == sample()
+
+
 def test_copy_is_independent() -> None:
     headers = sample()
     copy = headers.copy()
@@ -110,6 +118,97 @@ def test_from_raw_wraps_parser_output_without_copying() -> None:
 def test_values_from_the_wire_decode_as_latin1() -> None:
     headers = Headers.from_raw([(b"X-Name", b"caf\xe9")])
     assert headers["x-name"] == "caf\u00e9"
+
+
+# -- from_block: splitting the parser's raw header block ---------------------------------------
+
+
+def test_from_block_splits_lines_and_trims_values() -> None:
+    block = b"Server: nginx\r\nVia:a\r\nvia: \t b \t\r\nX-Empty:\r\nX-Colon: a:b"
+    headers = Headers.from_block(block)
+    assert headers.raw == [(b"Server", b"nginx"), (b"Via", b"a"), (b"via", b"b"),
+                           (b"X-Empty", b""), (b"X-Colon", b"a:b")]
+    assert headers["via"] == "a, b"
+    assert Headers.from_block(b"").raw == []
+
+
+_NAME_BYTES = st.from_regex(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}", fullmatch=True)
+_VALUE_BYTES = st.from_regex(rb"[\x21-\x7e\x80-\xff :\t]{0,12}", fullmatch=True)  # obs-text too
+
+
+@given(st.lists(st.tuples(_NAME_BYTES, _VALUE_BYTES), max_size=10))
+def test_from_block_gives_back_the_lines_it_was_built_from(
+        lines: list[tuple[bytes, bytes]]) -> None:
+    block = b"\r\n".join(name + b": " + value + b" \t" for name, value in lines)
+    assert Headers.from_block(block).raw == [(n, v.strip(b" \t")) for n, v in lines]
+
+
+def test_a_wire_response_splits_its_headers_only_when_they_are_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    original = Headers.from_block
+
+    def counting(block: bytes) -> Headers:
+        calls.append(block)
+        return original(block)
+
+    monkeypatch.setattr(Headers, "from_block", staticmethod(counting))
+    response = Response.from_wire(200, b"HTTP/1.1 200 OK", b"Server: x\r\nVia: a", b"body",
+                                  Request("GET", "http://h/"), 0.0)
+    assert (response.status_code, response.content, response.reason_phrase) == (200, b"body",
+                                                                                 "OK")
+    assert calls == []  # nobody read a header: the block was not split
+    assert response.headers["server"] == "x"
+    assert response.headers["via"] == "a"
+    assert calls == [b"Server: x\r\nVia: a"]  # split once, on first use
+
+
+def test_models_no_longer_import_the_codecs_splitter() -> None:
+    import poolhttp._models as models
+
+    assert not hasattr(models, "split_header_block")
+
+
+# -- str values are latin-1 both ways ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["\u00fc", "caf\u00e9", "\u00a0\u00ff", "plain"])
+def test_str_value_reads_back_as_given(value: str) -> None:
+    headers = Headers([("a", value)])
+    assert headers["a"] == value
+    assert headers.get_list("a") == [value]
+    assert headers.multi_items() == [("a", value)]
+    assert headers.raw == [(b"a", value.encode("latin-1"))]
+
+
+def test_setitem_and_add_use_latin1_too() -> None:
+    headers = Headers()
+    headers["a"] = "\u00fc"
+    headers.add("b", "\u00e9")
+    assert (headers["a"], headers["b"]) == ("\u00fc", "\u00e9")
+    assert headers.raw == [(b"a", b"\xfc"), (b"b", b"\xe9")]
+
+
+@pytest.mark.parametrize("value", ["\u20ac", "a\U0001f600", "\u0100"])
+def test_str_value_outside_latin1_is_rejected(value: str) -> None:
+    with pytest.raises(InvalidRequest, match="'X-Name' has a value that is not latin-1 text"):
+        Headers([("X-Name", value)])
+    headers = Headers()
+    with pytest.raises(InvalidRequest, match="not latin-1"):
+        headers["X-Name"] = value
+    assert headers.raw == []
+
+
+def test_bytes_value_is_sent_as_given_and_read_as_latin1() -> None:
+    headers = Headers([(b"X-Name", "\u20ac".encode())])  # the caller chose UTF-8
+    assert headers.raw == [(b"X-Name", b"\xe2\x82\xac")]
+    assert headers["x-name"].encode("latin-1").decode("utf-8") == "\u20ac"
+
+
+@given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=20))
+def test_any_latin1_value_round_trips(text: str) -> None:
+    value = text.strip(" \t")  # surrounding blanks are trimmed on the way in
+    assert Headers([("x", value)])["x"] == value
 
 
 # -- construction and validation ---------------------------------------------------------------
@@ -141,7 +240,8 @@ def test_empty_value_and_inner_tab_are_allowed() -> None:
         (b"X-Empty", b""), (b"X-Tab", b"a\tb")]
 
 
-@pytest.mark.parametrize("name", ["", "a b", "x:", "caf\u00e9", "a\r\nb", "(comment)"])
+@pytest.mark.parametrize("name", ["", "a b", "x:", "caf\u00e9", "\u20ac", "a\r\nb",
+                                  "(comment)"])
 def test_invalid_name_is_rejected(name: str) -> None:
     with pytest.raises(InvalidRequest, match="invalid header name"):
         Headers([(name, "v")])

@@ -6,6 +6,8 @@ Every policy here has `jitter=0.0`, so the delays the plan returns are exact.
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -286,6 +288,38 @@ def test_retry_after_values(value: str, seconds: float) -> None:
     assert retry_after_seconds(value, wall_now=60.0) == seconds
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "Thu, 99 Foo 1970"])
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "Thu, 99 Foo 1970",
+                                   "\u00b2", "1\u00b3", "\u0661\u0662", "\uff11"])
 def test_unreadable_retry_after_values(value: str | None) -> None:
+    # Only ASCII digits are delta-seconds: "²" passes str.isdigit() and "١٢" even float().
     assert retry_after_seconds(value, wall_now=0.0) is None
+
+
+def test_a_non_ascii_digit_retry_after_does_not_crash_the_plan() -> None:
+    assert plan().after_response(respond(503, "\u00b2"), wall_now=0.0) == 1.0  # the backoff
+
+
+@pytest.fixture
+def far_from_gmt() -> Iterator[None]:
+    """Local time 10 hours from GMT, so reading a date as local time shows."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset() is Unix-only")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TZ", "UTC-10")  # POSIX: 10 hours east of UTC
+    time.tzset()
+    try:
+        yield
+    finally:
+        mp.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("far_from_gmt")
+@pytest.mark.parametrize("value", [
+    "Thu Jan  1 00:02:00 1970",  # asctime: no zone at all, RFC 9110 says to accept it
+    "Thu, 01 Jan 1970 00:02:00 -0000",  # "-0000": no zone information
+    "Thu, 01 Jan 1970 00:02:00 GMT",
+])
+def test_retry_after_dates_are_gmt_whatever_the_local_zone(value: str) -> None:
+    assert time.localtime(0).tm_hour == 10  # the fixture took effect
+    assert retry_after_seconds(value, wall_now=60.0) == 60.0

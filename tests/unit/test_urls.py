@@ -90,6 +90,8 @@ def test_userinfo_stays_out_of_the_origin() -> None:
     "ftp://example.com/",  # a scheme we do not speak
     "http:///path",  # no host
     "http://host:99999/",  # port out of range
+    "http://host:0/",  # nothing listens on port 0
+    "https://host:00/",
     "http://host:abc/",
     "http://host: 80/",
     "http://[::g]/",  # not an IPv6 address
@@ -161,6 +163,18 @@ def test_ipv6_origin_brackets_its_host() -> None:
     assert origin.host == "::1"
 
 
+@pytest.mark.parametrize("scheme", ["ftp", "HTTP", "", "ws"])
+def test_origin_rejects_a_scheme_we_do_not_speak(scheme: str) -> None:
+    with pytest.raises(InvalidURL, match=f"unsupported scheme {scheme!r} for an Origin"):
+        Origin(scheme, "example.com", 21)
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, True, "80", 80.0])
+def test_origin_rejects_an_invalid_port(port: object) -> None:
+    with pytest.raises(InvalidURL, match=r"invalid port .* for an Origin"):
+        Origin("http", "example.com", port)  # type: ignore[arg-type]
+
+
 def test_origin_equality_is_by_key() -> None:
     assert Origin("http", "h", 81) == Origin("http", "h", 81)
     assert hash(Origin("http", "h", 81)) == hash(Origin("http", "h", 81))
@@ -191,6 +205,19 @@ def test_copy_with_params_appends_to_the_query() -> None:
     assert str(URL("http://h/").copy_with_params([("x", "a b")])) == "http://h/?x=a+b"
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("http://h/s?k=v#frag", "http://h/s?k=v&a=1#frag"),
+    ("http://h/s#frag", "http://h/s?a=1#frag"),
+    ("https://u:p@[::1]:8443/a%20b?k=v#f", "https://u:p@[::1]:8443/a%20b?k=v&a=1#f"),
+    ("http://h/s?k=v", "http://h/s?k=v&a=1"),
+])
+def test_copy_with_params_keeps_the_fragment(text: str, expected: str) -> None:
+    url = URL(text).copy_with_params({"a": 1})
+    assert str(url) == expected
+    assert url.fragment == URL(text).fragment
+    assert b"#" not in url.target  # the fragment still never goes on the request line
+
+
 @pytest.mark.parametrize("empty", [None, {}, [], ""])
 def test_copy_with_no_params_is_the_same_url(empty: QueryParams | None) -> None:
     url = URL("http://h/s?k=v")
@@ -209,6 +236,14 @@ def test_copy_with_no_params_is_the_same_url(empty: QueryParams | None) -> None:
 ])
 def test_encode_params(params: QueryParams, expected: str) -> None:
     assert encode_params(params) == expected
+
+
+@pytest.mark.parametrize("params", [b"\xff", b"q=caf\xc3\xa9"])
+def test_encode_params_rejects_non_ascii_bytes(params: bytes) -> None:
+    with pytest.raises(InvalidURL, match="given as bytes must be ASCII"):
+        encode_params(params)
+    with pytest.raises(InvalidURL):
+        URL("http://h/").copy_with_params(params)
 
 
 @given(st.lists(st.tuples(st.text(min_size=1), st.text())))
