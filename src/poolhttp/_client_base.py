@@ -1,8 +1,7 @@
 """What AsyncClient and Client share: configuration, request building and the verb methods.
 
 Building a request is pure computation, so it lives here once; each client adds only its I/O.
-The request head is assembled from bytes prepared ahead: one block per origin holding the Host
-line and the client's default headers, encoded the first time the origin is used.
+The request is encoded by the connection that carries it (`_core.http11.RequestEncoder`).
 """
 
 from __future__ import annotations
@@ -11,22 +10,23 @@ import json as jsonlib
 import socket
 import sys
 import threading
+import time
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._config import Limits, PoolConfig, Retry, Timeout, TimeoutTypes
-from ._core.http11 import encode_request_head
 from ._core.pool import PoolKey
 from ._exceptions import InvalidRequest, PoolClosed, TotalTimeout
 from ._headers import Headers, HeaderTypes, encode_header_pairs
-from ._models import Request, check_method
+from ._models import Request, Response, check_method
+from ._retry import RetryPlan
 from ._tls import VerifyTypes, check_verify
 from ._trace import Trace, emit
 from ._urls import URL, Origin, QueryParams, encode_params, parse_url
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._retry import RetryPlan
+    from ._exceptions import TransportError
 
 __all__ = ["ClientBase", "RequestContent"]
 
@@ -36,8 +36,6 @@ _DEFAULT_HEADERS: list[tuple[bytes, bytes]] = [
     (b"User-Agent", f"poolhttp/{__version__}".encode("ascii")),
     (b"Accept", b"*/*"),
 ]
-_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-_INLINE_BODY_MAX = 16 * 1024  # smaller bodies go out in the same write as the head
 
 R = TypeVar("R")
 
@@ -78,9 +76,6 @@ class ClientBase(Generic[R]):
         overridden = {name.lower() for name, _ in user}
         self._headers = Headers.from_raw(
             [p for p in _DEFAULT_HEADERS if p[0].lower() not in overridden] + user)
-        self._blocks: dict[str, bytes] = {}
-        self._blocks_for: list[tuple[bytes, bytes]] = self._headers.raw
-        self._default_names = {name.lower() for name, _ in self._headers.raw}
         frame = sys._getframe(2) if hasattr(sys, "_getframe") else None
         self._created_at = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
 
@@ -147,6 +142,18 @@ class ClientBase(Generic[R]):
                             data=data, json=json, timeout=timeout, trace=trace)
 
     # -- building ------------------------------------------------------------------------
+    def _retries_status(self, response: Response) -> bool:
+        return response.status_code in self.retries.status_forcelist
+
+    def _next_step(self, plan: RetryPlan | None, outcome: Response | TransportError,
+                   request: Request) -> tuple[RetryPlan, float | None]:
+        """The step of both request loops after an attempt that did not simply succeed (the
+        retry policy today): seconds to wait before the next attempt, or None to return the
+        response; raises what the caller should see. The plan is made on first use."""
+        if plan is None:
+            plan = RetryPlan(self.retries, request)
+        return plan, plan.after(outcome, time.time())
+
     def _announce_retry(self, plan: RetryPlan, delay: float, request: Request,
                         timeout: Timeout, deadline: float | None, now: float,
                         trace: Trace | None) -> None:
@@ -179,13 +186,9 @@ class ClientBase(Generic[R]):
 
     def _build(self, method: str, url: str | URL, params: QueryParams | None,
                headers: HeaderTypes | None, content: RequestContent,
-               data: Mapping[str, Any] | None, json: Any,
-               *, allow_async_body: bool) -> tuple[Request, bytes, bytes | None]:
-        """Validate the arguments and encode the request.
-
-        Returns the Request, the bytes to write first (head, and a small body), and a large
-        body to write after them (or None). A streamed body is on `request.stream`.
-        """
+               data: Mapping[str, Any] | None, json: Any, *, allow_async_body: bool) -> Request:
+        """Validate the arguments and make the Request; the connection that carries it
+        encodes it (see `RequestEncoder`). A streamed body is on `request.stream`."""
         if method.__class__ is not str or method not in _METHODS_OK:
             method = check_method(method)
         if isinstance(url, str):
@@ -201,41 +204,11 @@ class ClientBase(Generic[R]):
             target = target.copy_with_params(params)
         extra = encode_header_pairs(headers) if headers else []
         if content is None and data is None and json is None:  # the common case: no body
-            request = Request.build(method, target, extra, self._headers.raw, None, None)
-            return request, encode_request_head(
-                method, target.target, self._header_block(target, extra), extra,
-                0 if method in _METHODS_WITH_BODY else -1), None
+            return Request.build(method, target, extra, self._headers.raw, None, None)
         body, stream, content_type = _encode_body(content, data, json, allow_async_body)
         if content_type is not None and not any(n.lower() == b"content-type" for n, _ in extra):
             extra.append((b"Content-Type", content_type))
-        request = Request.build(method, target, extra, self._headers.raw, body, stream)
-        length = None if stream is not None else len(body) if body is not None else (
-            0 if method in _METHODS_WITH_BODY else -1)
-        head = encode_request_head(method, target.target, self._header_block(target, extra),
-                                   extra, length)
-        if body is not None and length is not None and length <= _INLINE_BODY_MAX:
-            return request, head + body, None
-        return request, head, body
-
-    def _header_block(self, url: URL, extra: list[tuple[bytes, bytes]]) -> bytes:
-        """Host line plus default headers, pre-encoded per origin, minus names `extra` sets."""
-        raw = self._headers.raw
-        if raw is not self._blocks_for:  # the default headers were edited: start over
-            self._blocks.clear()
-            self._blocks_for = raw
-            self._default_names = {name.lower() for name, _ in raw}
-        if extra:
-            names = {name.lower() for name, _ in extra}
-            if names & self._default_names or b"host" in names:
-                return _encode_block(url, [p for p in raw if p[0].lower() not in names],
-                                     with_host=b"host" not in names)
-        key = url.origin.key
-        block = self._blocks.get(key)
-        if block is None:
-            if len(self._blocks) > 4096:
-                self._blocks.clear()
-            block = self._blocks[key] = _encode_block(url, raw, with_host=True)
-        return block
+        return Request.build(method, target, extra, self._headers.raw, body, stream)
 
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"this {type(self).__name__} is closed; create a new one "
@@ -251,12 +224,6 @@ _METHODS_OK = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIO
 def _tls_identity(verify: object) -> object:
     """A hashable stand-in for a `verify=` setting (an SSLContext is compared by identity)."""
     return verify if isinstance(verify, (bool, str)) else id(verify)
-
-
-def _encode_block(url: URL, pairs: list[tuple[bytes, bytes]], *, with_host: bool) -> bytes:
-    lines = [b"Host: " + url.origin.host_header.encode("ascii") + b"\r\n"] if with_host else []
-    lines += [name + b": " + value + b"\r\n" for name, value in pairs]
-    return b"".join(lines)
 
 
 def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: Any,

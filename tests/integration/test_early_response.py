@@ -42,8 +42,12 @@ REFUSAL_HEAD = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\n
 BOUND = 4.0  # seconds a request may take here (they take milliseconds)
 # AsyncConnection.on_complete ends the exchange without waking send_body() when it waits for
 # the transport to drain: the response is never returned (no timer is left to end it).
-ASYNC_ITERABLE_BUG = ("AsyncClient: an early response while a chunked body waits for drain "
-                      "hangs the request (send_body's drain waiter is never woken)")
+# Known, and left: when the server resets right after answering while a chunk is being written,
+# asyncio's transport handles the failed write (EPIPE) before it reads the answer and closes the
+# connection; the answer is lost (what the kernel held is gone by then) and the request fails
+# with ServerDisconnected. uvloop and the blocking client read it. Seen in about 1 run in 10.
+ASYNCIO_RESET_RACE = ("asyncio: a write failing on the reset closes the transport before the "
+                      "early response is read")
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
@@ -269,8 +273,8 @@ def _post(client: Any, url: str, content: Any) -> poolhttp.Response:
                          indirect=True)
 def test_early_response_is_returned(request: pytest.FixtureRequest, client_kind: str,
                                     client: Any, early_server: EarlyServer, body: str) -> None:
-    if client_kind != "sync" and body == "iterable":
-        request.applymarker(pytest.mark.xfail(reason=ASYNC_ITERABLE_BUG, strict=False))
+    if (client_kind, early_server.mode, body) == ("asyncio", "reset", "iterable"):
+        request.applymarker(pytest.mark.xfail(reason=ASYNCIO_RESET_RACE, strict=False))
     started = time.monotonic()
     response = _post(client, early_server.url("/upload"), BODIES[body]())
     assert response.status_code == 413
@@ -281,9 +285,13 @@ def test_early_response_is_returned(request: pytest.FixtureRequest, client_kind:
         assert early_server.resets == 1, "the server did not reset the connection"
     if early_server.mode == "hold":  # not waited for the write time-out (5 s)
         assert time.monotonic() - started < 4
-    # The connection that carried the refused upload is not reused.
     assert client.get(early_server.url("/next")).content == b"ok"
-    assert early_server.accepted == 2
+    if early_server.mode == "reads-on":
+        # The server reads the whole body after answering: if the upload ended before the
+        # client saw the answer, the exchange was not early and the connection may serve on.
+        assert early_server.accepted in (1, 2)
+    else:  # the connection that carried the refused upload is not reused
+        assert early_server.accepted == 2
 
 
 @pytest.mark.parametrize("early_server", ["drain", "reset"], indirect=True)

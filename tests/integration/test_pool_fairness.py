@@ -11,13 +11,13 @@ more requests in flight than `max_connections`.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
 
 import poolhttp
 from tests.conftest import new_event_loop
+from tests.integration.test_pool_limits import run_concurrently
 from tests.support.nginx import Nginx
 from tests.support.scripted import MultiOriginServer, ReceivedRequest, Reply
 
@@ -71,30 +71,9 @@ async def test_gather_500_with_fewer_keepalive_connections_does_not_churn(nginx:
 
 def test_100_threads_round_robin_over_three_origins_do_not_churn(nginx: Nginx) -> None:
     before = nginx.server_stats()
-    urls = round_robin(nginx, 1_000)
-    errors: list[BaseException] = []
-    lock = threading.Lock()
     with poolhttp.Client(limits=poolhttp.Limits(max_connections=MAX)) as client:
-
-        def worker() -> None:
-            while True:
-                with lock:
-                    if not urls:
-                        return
-                    url = urls.pop()
-                try:
-                    assert client.get(url).status_code == 200
-                except BaseException as exc:
-                    errors.append(exc)
-                    return
-
-        threads = [threading.Thread(target=worker) for _ in range(100)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        run_concurrently(client, round_robin(nginx, 1_000), workers=100)
         stats = client.stats()
-    assert not errors, errors[:3]
     server = nginx.server_stats().since(before)
     assert server.requests == 1_000
     check_accounting(stats, server.accepted, 1_000)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import warnings
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
@@ -61,9 +60,9 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         info["seconds"]; only when a connection is opened for this request), "request.sent",
         "response.headers" (info["status"]) and "response.complete". Every info has "time".
         """
-        request, head, body = self._build(method, url, params, headers, content, data, json,
-                                          allow_async_body=True)
-        return await self._send(request, head, body,
+        request = self._build(method, url, params, headers, content, data, json,
+                              allow_async_body=True)
+        return await self._send(request,
                                 self.timeout if timeout is None else Timeout.coerce(timeout),
                                 False, trace)
 
@@ -81,13 +80,12 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         The connection returns to the pool when the body has been read to the end; leaving
         the block early closes it instead.
         """
-        request, head, body = self._build(method, url, params, headers, content, data, json,
-                                          allow_async_body=True)
-        return AsyncStreamContext(self, request, head, body, self._resolve_timeout(timeout),
-                                  trace)
+        request = self._build(method, url, params, headers, content, data, json,
+                              allow_async_body=True)
+        return AsyncStreamContext(self, request, self._resolve_timeout(timeout), trace)
 
-    async def _send(self, request: Request, head: bytes, body: bytes | None,
-                    timeout: Timeout, stream: bool, trace: Trace | None) -> Response:
+    async def _send(self, request: Request, timeout: Timeout, stream: bool,
+                    trace: Trace | None) -> Response:
         """The request loop: a connection, the request out, the response (or its head) in;
         then, unless that simply succeeded, ask the steps what to do next and go round.
 
@@ -116,7 +114,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                 if trace is not None:
                     emit(trace, "connection.acquired", reused=conn.requests > 1,
                          connection_id=conn.id, origin=origin.key)
-                future = proto.send(request, head, body, timeout, deadline, stream, trace)
+                future = proto.send(request, timeout, deadline, stream, trace)
                 try:
                     if request.stream is not None:
                         await proto.send_body(request.stream)
@@ -127,16 +125,13 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             except TransportError as exc:
                 outcome: Response | TransportError = exc
             else:
-                if not self._status_retries or (
-                        response.status_code not in self.retries.status_forcelist):
+                if not self._status_retries or not self._retries_status(response):
                     if trace is not None and not stream:
                         emit(trace, "response.complete", status=response.status_code)
                     return response
                 outcome = response
             # Decided outside the handler, so a raised error carries no chain of contexts.
-            if plan is None:
-                plan = RetryPlan(self.retries, request)
-            delay = plan.after(outcome, time.time())
+            plan, delay = self._next_step(plan, outcome, request)
             if delay is None:
                 assert isinstance(outcome, Response)
                 return outcome
@@ -180,21 +175,19 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
 class AsyncStreamContext:
     """`async with client.stream(...) as response:` — see AsyncClient.stream."""
 
-    __slots__ = ("_body", "_client", "_head", "_request", "_response", "_timeout", "_trace")
+    __slots__ = ("_client", "_request", "_response", "_timeout", "_trace")
 
-    def __init__(self, client: AsyncClient, request: Request, head: bytes, body: bytes | None,
-                 timeout: Timeout, trace: Trace | None) -> None:
+    def __init__(self, client: AsyncClient, request: Request, timeout: Timeout,
+                 trace: Trace | None) -> None:
         self._trace = trace
         self._client = client
         self._request = request
-        self._head = head
-        self._body = body
         self._timeout = timeout
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._client._send(self._request, self._head, self._body,
-                                                  self._timeout, True, self._trace)
+        self._response = await self._client._send(self._request, self._timeout, True,
+                                                  self._trace)
         return self._response
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -1,4 +1,5 @@
-"""One HTTP/1.1 connection under asyncio: an `asyncio.Protocol` feeding the core reader.
+"""One HTTP/1.1 connection under asyncio: an `asyncio.Protocol` feeding the core reader, and
+the exchange (one request's state) it carries.
 
 Hot-path rules kept here: no Task per request, one Future per request, no `wait_for`. The read
 time-out is one `call_at` timer per connection that is pushed forward lazily: each request and
@@ -34,15 +35,45 @@ if TYPE_CHECKING:
     from .._config import Timeout
     from .pool import AsyncPool
 
-__all__ = ["AsyncConnection"]
+__all__ = ["AsyncConnection", "AsyncExchange"]
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 _INF = math.inf
 
 
+class AsyncExchange:
+    """One request on a connection: its limits, its response as it arrives, its body stream.
+
+    The connection owns the transport, the reader and the timers; it carries one exchange
+    at a time (HTTP/1.1), and the exchange ends when the response has been read to the end
+    or the connection failed. A multiplexed connection would carry several."""
+
+    __slots__ = ("cap", "chunks", "future", "headers", "read_timeout", "request",
+                 "request_sent", "sent_at", "status", "status_line", "stream", "streaming",
+                 "trace", "write_timeout")
+
+    def __init__(self, request: Request, future: asyncio.Future[Response], timeout: Timeout,
+                 deadline: float | None, streaming: bool, trace: Trace | None) -> None:
+        self.request = request
+        self.future: asyncio.Future[Response] | None = future  # None once resolved
+        self.streaming = streaming
+        self.stream: AsyncBodyStream | None = None
+        self.sent_at = perf_counter()  # for Response.elapsed (loop.time() may tick in ms)
+        self.chunks: list[bytes] = []
+        self.status = 0
+        self.status_line = b""
+        self.headers = b""  # the response's header block, split only if someone asks
+        read = timeout.read
+        self.read_timeout = _INF if read is None else read
+        self.write_timeout = timeout.write
+        self.cap = _INF if deadline is None else deadline  # the total deadline, if any
+        self.request_sent = False
+        self.trace = trace
+
+
 class AsyncConnection(asyncio.Protocol):
-    """Transport, reader and the state of the one exchange in flight."""
+    """One HTTP/1.1 connection: transport, reader, timers, and the exchange it carries."""
 
     def __init__(self, pool: AsyncPool, conn: Conn, origin: str) -> None:
         self._pool = pool
@@ -54,92 +85,77 @@ class AsyncConnection(asyncio.Protocol):
         self.connect_task: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[None] | None = None  # resolved by connection_lost
         self.closing = False  # close() was called or the transport was lost: never send
-        # The exchange in flight: `_active` from send() until the pool got the connection back.
-        self._active = False
+        # From send() until the pool got the connection back.
+        self.exchange: AsyncExchange | None = None
         self.unsent = False  # the request waits in the pool's write batch
-        self._future: asyncio.Future[Response] | None = None
-        self._request: Request | None = None
-        self._stream: AsyncBodyStream | None = None
-        self._streaming = False
-        self._sent_at = 0.0
-        self._chunks: list[bytes] = []
-        self._status = 0
-        self._status_line = b""
-        self._headers = b""  # the response's header block, split only if someone asks
-        self.request_sent = False
-        # Timers.
-        self._read_timeout = _INF
-        self._cap = _INF  # the total deadline, if any
+        # Timers and flow control.
         self._read_deadline = _INF
         self._timer: asyncio.TimerHandle | None = None
-        self._write_timeout: float | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
-        self._trace: Trace | None = None
 
     # -- sending ---------------------------------------------------------------------------
-    def send(self, request: Request, data: bytes, body: bytes | None, timeout: Timeout,
-             deadline: float | None, stream: bool,
+    def send(self, request: Request, timeout: Timeout, deadline: float | None, stream: bool,
              trace: Trace | None) -> asyncio.Future[Response]:
-        """Write the request (`data` first, then a large `body` or the streamed one, see
-        `send_body`); the future resolves with the Response (its head only, if `stream`)."""
+        """Encode and write the request (a streamed body follows with `send_body`); the
+        future resolves with the Response (its head only, if `stream`)."""
         transport = self.transport
         assert transport is not None
-        assert not self._active
+        assert self.exchange is None
         future: asyncio.Future[Response] = self._loop.create_future()
-        self._active = True
-        self._future = future
-        self._request = request
-        self._streaming = stream
-        self._sent_at = perf_counter()  # for Response.elapsed (loop.time() may tick in ms)
-        self._chunks = []
+        exchange = self.exchange = AsyncExchange(request, future, timeout, deadline, stream,
+                                                 trace)
         self._reader.expect(request.method == "HEAD")
-        read_timeout = timeout.read
-        self._read_timeout = _INF if read_timeout is None else read_timeout
-        self._write_timeout = timeout.write
-        self._cap = _INF if deadline is None else deadline
+        data, body = self._pool.encoder.encode(request)
         if body is None and request.stream is None:
             self._pool.write(self, data)  # maybe batched with others of this loop iteration
         else:
             transport.write(data)
             if body is not None:
                 transport.write(body)
-        self.request_sent = request.stream is None
+        exchange.request_sent = request.stream is None
         self._arm_read(self._loop.time())
-        self._trace = trace
         if trace is not None:
             emit(trace, "request.sent")
         return future
 
     async def send_body(self, chunks: Any) -> None:
-        """Stream an iterable or async iterable body with chunked framing, minding drain."""
+        """Stream an iterable or async iterable body with chunked framing, minding drain.
+        Stops early, without error, if the exchange ends first (the server answered)."""
         transport = self.transport
+        exchange = self.exchange
         assert transport is not None
+        assert exchange is not None
         try:
             if hasattr(chunks, "__aiter__"):
                 async for chunk in chunks:
-                    await self._write_chunk(transport, chunk)
+                    if not await self._write_chunk(transport, exchange, chunk):
+                        return
             else:
                 for chunk in chunks:
-                    await self._write_chunk(transport, chunk)
-            if self._active:
+                    if not await self._write_chunk(transport, exchange, chunk):
+                        return
+            if self.exchange is exchange:
                 transport.write(b"0\r\n\r\n")
-                self.request_sent = True
+                exchange.request_sent = True
         except TransportError:
             raise
         except (TypeError, ValueError) as exc:
-            self.fail(WriteError(f"bad chunk in the request body: {exc}", origin=self.origin))
+            error = WriteError(f"bad chunk in the request body: {exc}", origin=self.origin)
+            self.fail(error)
             raise WriteError(f"bad chunk in the request body: {exc}", origin=self.origin) from exc
 
-    async def _write_chunk(self, transport: asyncio.Transport, chunk: Any) -> None:
+    async def _write_chunk(self, transport: asyncio.Transport, exchange: AsyncExchange,
+                           chunk: Any) -> bool:
+        """Write one chunk; False once the exchange ended (e.g. an early response)."""
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8")
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
-        if not self._active:
-            return  # the exchange already failed (e.g. the server answered and closed)
+        if self.exchange is not exchange:
+            return False
         if chunk:
             transport.write(b"%x\r\n" % len(chunk))
             transport.write(chunk)
@@ -147,13 +163,15 @@ class AsyncConnection(asyncio.Protocol):
         if self._write_paused:
             waiter = self._drain_waiter = self._loop.create_future()
             await waiter
+        return self.exchange is exchange
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self._active:
+        exchange = self.exchange
+        if exchange is None:
             self._unsolicited(data)
             return
         if self.unsent:  # bytes before our request even left: they answer nothing of ours
@@ -161,15 +179,15 @@ class AsyncConnection(asyncio.Protocol):
                 f"{self.origin} sent bytes before the request was sent (out of step)",
                 origin=self.origin, reason="unsolicited bytes"))
             return
-        deadline = self._loop.time() + self._read_timeout
-        self._read_deadline = deadline if deadline < self._cap else self._cap
+        deadline = self._loop.time() + exchange.read_timeout
+        self._read_deadline = deadline if deadline < exchange.cap else exchange.cap
         try:
             self._reader.feed(data)
         except RemoteProtocolError as exc:
             self.fail(exc)
 
     def eof_received(self) -> bool:
-        if self._active:
+        if self.exchange is not None:
             try:
                 self._reader.feed_eof()
             except RemoteProtocolError as exc:
@@ -177,10 +195,10 @@ class AsyncConnection(asyncio.Protocol):
         return False  # let the transport close itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
         self.transport = None
+        self.closing = True
         self._cancel_timers()
-        if self._active:
+        if self.exchange is not None:
             if exc is not None and self._reader.response_started:
                 self.fail(ReadError(f"connection to {self.origin} lost mid-response: {exc}",
                                     origin=self.origin))
@@ -194,54 +212,62 @@ class AsyncConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        if self._write_timeout is not None and self._write_timer is None:
-            self._write_timer = self._loop.call_later(self._write_timeout, self._on_write_timeout)
+        exchange = self.exchange
+        limit = exchange.write_timeout if exchange is not None else None
+        if limit is not None and self._write_timer is None:
+            self._write_timer = self._loop.call_later(limit, self._on_write_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._active:
+        self._wake_drain()
+        if self.exchange is not None:
             self._arm_read(self._loop.time())
 
     # -- ResponseSink ----------------------------------------------------------------------
     def on_head(self, status: int, status_line: bytes, headers: bytes) -> None:
-        if self._trace is not None:
-            emit(self._trace, "response.headers", status=status)
-        self._status = status
-        self._status_line = status_line
-        self._headers = headers
-        if self._streaming:
-            future, self._future = self._future, None
+        exchange = self.exchange
+        assert exchange is not None
+        if exchange.trace is not None:
+            emit(exchange.trace, "response.headers", status=status)
+        exchange.status = status
+        exchange.status_line = status_line
+        exchange.headers = headers
+        if exchange.streaming:
+            future, exchange.future = exchange.future, None
             assert future is not None
-            assert self._request is not None
-            stream = self._stream = AsyncBodyStream(self)
-            response = Response.from_wire(status, status_line, headers, None, self._request,
-                                          perf_counter() - self._sent_at)
+            stream = exchange.stream = AsyncBodyStream(self)
+            response = Response.from_wire(status, status_line, headers, None, exchange.request,
+                                          perf_counter() - exchange.sent_at)
             response._stream = stream
             if not future.done():
                 future.set_result(response)
 
     def on_body(self, chunk: bytes) -> None:
-        stream = self._stream
+        exchange = self.exchange
+        assert exchange is not None
+        stream = exchange.stream
         if stream is None:
-            self._chunks.append(chunk)
+            exchange.chunks.append(chunk)
         else:
             stream.feed(chunk)
 
     def on_complete(self, keep_alive: bool) -> None:
-        future, self._future = self._future, None
-        request, self._request = self._request, None
-        stream, self._stream = self._stream, None
-        headers = self._headers
+        exchange = self.exchange
+        assert exchange is not None
+        self.exchange = None
+        headers = exchange.headers
         keepalive = keep_alive_timeout(headers) if keep_alive else None
-        self._active = False
-        if self._write_paused or not self.request_sent:
-            keep_alive = False  # the server answered before taking the whole request
+        if not exchange.request_sent or self._write_paused or (
+                exchange.request.content is not None and self.transport is not None
+                and self.transport.get_write_buffer_size()):
+            # The server answered before taking the whole request (RFC 9112 section 9.5): the
+            # body sender, maybe waiting for the transport to drain, stops; never reused.
+            keep_alive = False
+            self._wake_drain()
+        stream = exchange.stream
         if stream is not None:
             stream.end()  # first: once released, the connection may serve someone else
             # Paused because the consumer is behind: the body is all in the stream's buffer,
@@ -250,39 +276,42 @@ class AsyncConnection(asyncio.Protocol):
             self._pool.release(self.conn, keep_alive, keepalive)
             return
         self._pool.release(self.conn, keep_alive, keepalive)
+        future = exchange.future
         if future is not None and not future.done():
-            chunks = self._chunks
-            assert request is not None
+            chunks = exchange.chunks
             future.set_result(Response.from_wire(
-                self._status, self._status_line, headers,
-                b"".join(chunks) if len(chunks) != 1 else chunks[0], request,
-                perf_counter() - self._sent_at))
+                exchange.status, exchange.status_line, headers,
+                b"".join(chunks) if len(chunks) != 1 else chunks[0], exchange.request,
+                perf_counter() - exchange.sent_at))
 
     # -- ending an exchange ------------------------------------------------------------------
     def fail(self, error: BaseException, *, abandoned: bool = False) -> None:
         """End the exchange in flight with `error`; the connection is closed and discarded.
         `abandoned`: the caller left, so nobody will read a pending result: cancel it."""
-        if not self._active:
+        exchange = self.exchange
+        if exchange is None:
             return
-        self._active = False
-        future, self._future = self._future, None
-        stream, self._stream = self._stream, None
-        self._request = None
+        self.exchange = None
         self.close()
         self._pool.release(self.conn, False, None)
+        future = exchange.future
         if future is not None and not future.done():
             if abandoned:
                 future.cancel()
             else:
                 future.set_exception(error)
-        if stream is not None:
-            stream.set_error(error)
+        if exchange.stream is not None:
+            exchange.stream.set_error(error)
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             if abandoned:
                 waiter.cancel()
             else:
                 waiter.set_exception(error)
+                # The body sender raises it; the response future, never awaited then, must
+                # not be reported as an exception nobody retrieved.
+                if future is not None and future.done() and not future.cancelled():
+                    future.exception()
 
     def abandon(self, owner: object) -> None:
         """The caller gave up (cancelled, or closed a stream early): discard the connection.
@@ -290,7 +319,8 @@ class AsyncConnection(asyncio.Protocol):
         `owner` is the caller's Request or body stream. Only the exchange it belongs to is
         abandoned: a task cancelled just as its response completed wakes up after the
         connection went back to the pool, maybe to a request that now uses it."""
-        if self._active and (owner is self._request or owner is self._stream):
+        exchange = self.exchange
+        if exchange is not None and (owner is exchange.request or owner is exchange.stream):
             self.fail(ReadError(f"request to {self.origin} abandoned", origin=self.origin),
                       abandoned=True)
 
@@ -313,14 +343,21 @@ class AsyncConnection(asyncio.Protocol):
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-            if self._active:
+            if self.exchange is not None:
                 self._arm_read(self._loop.time())
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- timers ----------------------------------------------------------------------------
     def _arm_read(self, now: float) -> None:
-        deadline = now + self._read_timeout
-        if deadline > self._cap:
-            deadline = self._cap
+        exchange = self.exchange
+        assert exchange is not None
+        deadline = now + exchange.read_timeout
+        if deadline > exchange.cap:
+            deadline = exchange.cap
         self._read_deadline = deadline
         if deadline == _INF:
             return
@@ -333,10 +370,11 @@ class AsyncConnection(asyncio.Protocol):
 
     def _on_read_timer(self) -> None:
         self._timer = None
-        if not self._active:
+        exchange = self.exchange
+        if exchange is None:
             return
         now = self._loop.time()
-        if now >= self._cap:
+        if now >= exchange.cap:
             self.fail(TotalTimeout(
                 f"no complete response from {self.origin} within the total time-out",
                 origin=self.origin))
@@ -349,15 +387,16 @@ class AsyncConnection(asyncio.Protocol):
             self._timer = self._loop.call_at(self._read_deadline, self._on_read_timer)
             return
         self.fail(ReadTimeout(
-            f"{self.origin} sent nothing for {self._read_timeout:g}s (read time-out)",
-            origin=self.origin, timeout=self._read_timeout))
+            f"{self.origin} sent nothing for {exchange.read_timeout:g}s (read time-out)",
+            origin=self.origin, timeout=exchange.read_timeout))
 
     def _on_write_timeout(self) -> None:
         self._write_timer = None
-        if self._write_paused and self._active:
+        exchange = self.exchange
+        if self._write_paused and exchange is not None:
             self.fail(WriteTimeout(
-                f"{self.origin} took no request bytes for {self._write_timeout:g}s "
-                "(write time-out)", origin=self.origin, timeout=self._write_timeout))
+                f"{self.origin} took no request bytes for {exchange.write_timeout:g}s "
+                "(write time-out)", origin=self.origin, timeout=exchange.write_timeout))
 
     def _cancel_timers(self) -> None:
         if self._timer is not None:
@@ -378,10 +417,11 @@ class AsyncConnection(asyncio.Protocol):
         if cause is not None and cause.reason != "no response":
             return cause
         how = f"reset the connection ({exc})" if exc is not None else "closed the connection"
+        exchange = self.exchange
         return ServerDisconnected(
             f"{self.origin} {how} without sending a response", origin=self.origin,
-            request_sent=self.request_sent, response_started=self._reader.response_started,
-            reused=self.conn.may_be_stale)
+            request_sent=exchange is not None and exchange.request_sent,
+            response_started=self._reader.response_started, reused=self.conn.may_be_stale)
 
 
 class AsyncBodyStream:

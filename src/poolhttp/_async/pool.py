@@ -16,6 +16,7 @@ from threading import get_ident
 from typing import TYPE_CHECKING
 
 from .._core.dns import Address, DnsCache, literal_address
+from .._core.http11 import RequestEncoder
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
 from .._core.records import IDLE
 from .._exceptions import ConnectError, ConnectTimeout, HTTPError
@@ -48,6 +49,7 @@ class AsyncPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.state = PoolState(config.limits)
+        self.encoder = RequestEncoder()  # HTTP/1.1 requests, origin-form, heads cached per origin
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
         self._dns = DnsCache(config.dns_ttl)
         self._lookups: dict[tuple[str, int, int], asyncio.Task[list[Address]]] = {}

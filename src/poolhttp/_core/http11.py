@@ -15,7 +15,7 @@ llhttp validates the status line and every header without calling back into Pyth
 When it reports the head complete, the reader takes the head's bytes from what it was fed --
 llhttp has just checked them, and it insists on CRLF, rejects obs-fold and whitespace before
 the colon -- and hands over the header lines as one block, split into (name, value) pairs only
-if somebody reads `Response.headers` (see `split_header_block`).
+if somebody reads `Response.headers` (see `Headers.from_block`).
 
 States: IDLE (no response expected) -> HEAD (status line and headers) -> BODY -> IDLE.
 Rules it owns, beyond what llhttp checks (chunk syntax, Content-Length with Transfer-Encoding,
@@ -35,14 +35,19 @@ duplicate Content-Length, header grammar):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
 from .._exceptions import RemoteProtocolError
+from .._headers import split_header_block  # one splitter, shared with Headers.from_block
 
-__all__ = ["ResponseReader", "ResponseSink", "encode_request_head", "keep_alive_timeout",
-           "split_header_block", "split_status_line"]
+if TYPE_CHECKING:
+    from .._models import Request
+    from .._urls import URL
+
+__all__ = ["RequestEncoder", "ResponseReader", "ResponseSink", "encode_request_head",
+           "keep_alive_timeout", "split_header_block", "split_status_line"]
 
 IDLE: Final = 0
 HEAD: Final = 1
@@ -317,18 +322,6 @@ def split_status_line(line: bytes) -> tuple[str, str]:
     return version.decode("ascii"), rest.partition(b" ")[2].decode("latin-1")
 
 
-def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
-    """The (name, value) pairs of a header block llhttp validated: CRLF-separated lines of
-    `name:value`, names without whitespace, no obs-fold. Values lose surrounding blanks."""
-    if not block:
-        return []
-    pairs = []
-    for line in block.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        pairs.append((name, value.strip(b" \t")))
-    return pairs
-
-
 def keep_alive_timeout(block: bytes) -> float | None:
     """The `timeout=N` of a Keep-Alive header in a header block, if the server sent one.
 
@@ -370,3 +363,75 @@ def encode_request_head(method: str, target: bytes, header_block: bytes,
     elif body_length >= 0:
         header_block += b"Content-Length: %d\r\n" % body_length
     return b"%s %s HTTP/1.1\r\n%s\r\n" % (method_bytes, target, header_block)
+
+
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+INLINE_BODY_MAX: Final = 16 * 1024  # smaller bodies go out in the same write as the head
+
+
+class RequestEncoder:
+    """Encodes requests for the HTTP/1.1 connections of one pool (origin-form targets; a
+    forward proxy's absolute-form is another encoder, another connection kind).
+
+    The Host line and the client's default headers are encoded once per origin into a block
+    that every request to it reuses. A request whose `headers` were looked at as a whole (and
+    so may have been edited) is encoded from that view instead, uncached. `encode` returns the
+    bytes to write first (the head, and a small body with it) and a large body to write after
+    them, or None; a streamed body is on `request.stream`.
+    """
+
+    __slots__ = ("_blocks", "_blocks_for", "_default_names")
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, bytes] = {}
+        self._blocks_for: list[tuple[bytes, bytes]] | None = None
+        self._default_names: set[bytes] = set()
+
+    def encode(self, request: Request) -> tuple[bytes, bytes | None]:
+        method = request.method
+        body = request.content
+        if request.stream is not None:
+            length: int | None = None
+        elif body is not None:
+            length = len(body)
+        else:
+            length = 0 if method in _METHODS_WITH_BODY else -1
+        url = request.url
+        edited = request._headers
+        if edited is not None:
+            block = b"".join([name + b": " + value + b"\r\n" for name, value in edited.raw])
+            head = encode_request_head(method, url.target, block, [], length)
+        else:
+            extra = request.extra_headers
+            head = encode_request_head(method, url.target,
+                                       self._block(url, extra, request._base_headers), extra,
+                                       length)
+        if body is not None and length is not None and length <= INLINE_BODY_MAX:
+            return head + body, None
+        return head, body
+
+    def _block(self, url: URL, extra: list[tuple[bytes, bytes]],
+               defaults: list[tuple[bytes, bytes]]) -> bytes:
+        """Host line plus default headers, pre-encoded per origin, minus names `extra` sets."""
+        if defaults is not self._blocks_for:  # other (or edited) defaults: start over
+            self._blocks.clear()
+            self._blocks_for = defaults
+            self._default_names = {name.lower() for name, _ in defaults}
+        if extra:
+            names = {name.lower() for name, _ in extra}
+            if names & self._default_names or b"host" in names:
+                return _encode_block(url, [p for p in defaults if p[0].lower() not in names],
+                                     with_host=b"host" not in names)
+        key = url.origin.key
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) > 4096:
+                self._blocks.clear()
+            block = self._blocks[key] = _encode_block(url, defaults, with_host=True)
+        return block
+
+
+def _encode_block(url: URL, pairs: list[tuple[bytes, bytes]], *, with_host: bool) -> bytes:
+    lines = [b"Host: " + url.origin.host_header.encode("ascii") + b"\r\n"] if with_host else []
+    lines += [name + b": " + value + b"\r\n" for name, value in pairs]
+    return b"".join(lines)

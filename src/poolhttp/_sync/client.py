@@ -51,10 +51,9 @@ class Client(ClientBase[Response]):
                 data: Mapping[str, Any] | None = None, json: Any = None,
                 timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None) -> Response:
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
-        request, head, body = self._build(method, url, params, headers, content, data, json,
-                                          allow_async_body=False)
-        return self._send(request, head, body,
-                          self.timeout if timeout is None else Timeout.coerce(timeout),
+        request = self._build(method, url, params, headers, content, data, json,
+                              allow_async_body=False)
+        return self._send(request, self.timeout if timeout is None else Timeout.coerce(timeout),
                           False, trace)
 
     @contextmanager
@@ -72,17 +71,16 @@ class Client(ClientBase[Response]):
         The connection returns to the pool when the body has been read to the end; leaving
         the block early closes it instead.
         """
-        request, head, body = self._build(method, url, params, headers, content, data, json,
-                                          allow_async_body=False)
-        response = self._send(request, head, body, self._resolve_timeout(timeout), True,
-                              trace)
+        request = self._build(method, url, params, headers, content, data, json,
+                              allow_async_body=False)
+        response = self._send(request, self._resolve_timeout(timeout), True, trace)
         try:
             yield response
         finally:
             response.close()
 
-    def _send(self, request: Request, head: bytes, body: bytes | None, timeout: Timeout,
-              stream: bool, trace: Trace | None) -> Response:
+    def _send(self, request: Request, timeout: Timeout, stream: bool,
+              trace: Trace | None) -> Response:
         """The request loop, as AsyncClient._send: attempt, then ask the steps (today the
         retry policy) what to do next."""
         if self._closed:
@@ -101,24 +99,20 @@ class Client(ClientBase[Response]):
                     emit(trace, "connection.acquired", reused=conn.requests > 1,
                          connection_id=conn.id, origin=origin.key)
                 try:
-                    io.send(request, head, body, timeout.write, timeout.read, deadline, trace)
-                    response = io.receive(request, stream)
+                    response = io.send(request, timeout, deadline, stream, trace)
                 except BaseException:
                     io.abandon()
                     raise
             except TransportError as exc:
                 outcome: Response | TransportError = exc
             else:
-                if not self._status_retries or (
-                        response.status_code not in self.retries.status_forcelist):
+                if not self._status_retries or not self._retries_status(response):
                     if trace is not None and not stream:
                         emit(trace, "response.complete", status=response.status_code)
                     return response
                 outcome = response
             # Decided outside the handler, so a raised error carries no chain of contexts.
-            if plan is None:
-                plan = RetryPlan(self.retries, request)
-            delay = plan.after(outcome, time.time())
+            plan, delay = self._next_step(plan, outcome, request)
             if delay is None:
                 assert isinstance(outcome, Response)
                 return outcome

@@ -33,6 +33,7 @@ from .._models import Request, Response
 from .._trace import Trace, emit
 
 if TYPE_CHECKING:
+    from .._config import Timeout
     from .pool import SyncPool
 
 __all__ = ["SyncConnection"]
@@ -61,8 +62,31 @@ def _timeval(seconds: float | None) -> bytes:
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
+class SyncExchange:
+    """One request on a connection: its limits, trace, and its response as it is read."""
+
+    __slots__ = ("chunks", "deadline", "done", "early", "head_done", "headers", "keep_alive",
+                 "read_timeout", "request_sent", "sent_at", "status", "status_line", "trace")
+
+    def __init__(self, read_timeout: float | None, deadline: float | None,
+                 trace: Trace | None) -> None:
+        self.read_timeout = read_timeout
+        self.deadline = deadline
+        self.trace = trace
+        self.sent_at = time.perf_counter()
+        self.status = 0
+        self.status_line = b""
+        self.headers = b""  # the response's header block, split only if someone asks
+        self.chunks: deque[bytes] | list[bytes] = []
+        self.head_done = self.done = self.keep_alive = False
+        # The server answered before taking the whole request body (RFC 9112 section 9.5):
+        # the connection is closed after that response.
+        self.early = False
+        self.request_sent = False
+
+
 class SyncConnection:
-    """A socket, its reader, and the state of the one exchange in flight."""
+    """A socket, its reader, and the exchange it carries (one at a time: HTTP/1.1)."""
 
     def __init__(self, pool: SyncPool, conn: Conn, origin: str, sock: socket.socket) -> None:
         self._pool = pool
@@ -78,24 +102,9 @@ class SyncConnection:
         self._view = memoryview(self._buffer)
         self._rcvtimeo: float | None = -1.0  # the kernel value last set; -1 = unknown
         self._sndtimeo: float | None = -1.0
-        self._active = False
+        self._active = False  # an exchange is in flight
         self.closed = False
-        self.request_sent = False
-        # Response state filled by the sink callbacks.
-        self._status = 0
-        self._headers = b""  # the response's header block, split only if someone asks
-        self._status_line = b""
-        self._chunks: deque[bytes] | list[bytes] = []
-        self._head_done = False
-        self._done = False
-        self._keep_alive = False
-        # The server answered before taking the whole request body (RFC 9112 section 9.5):
-        # the connection is closed after that response. Never reset: it is never reused.
-        self._early = False
-        self._read_timeout: float | None = None
-        self._deadline: float | None = None
-        self._trace: Trace | None = None
-        self._sent_at = 0.0
+        self.exchange = SyncExchange(None, None, None)  # the current (or last) request's state
 
     # -- liveness ------------------------------------------------------------------------
     def is_reusable(self) -> bool:
@@ -108,20 +117,20 @@ class SyncConnection:
         return not self._poller.poll(0)
 
     # -- the exchange ----------------------------------------------------------------------
-    def send(self, request: Request, head: bytes, body: bytes | None, write_timeout: float | None,
-             read_timeout: float | None, deadline: float | None, trace: Trace | None) -> None:
-        """Write the request; raises WriteTimeout / WriteError (connection discarded), or
-        ServerDisconnected when a reused connection turns out to be closed."""
-        self._trace = trace
+    def send(self, request: Request, timeout: Timeout, deadline: float | None, stream: bool,
+             trace: Trace | None) -> Response:
+        """Encode and write the request, then read the response (its head only, if `stream`).
+        Raises WriteTimeout / WriteError (connection discarded), ServerDisconnected when a
+        reused connection turns out to be closed, or what reading the response raises."""
+        self._write(request, timeout.write, timeout.read, deadline, trace)
+        return self._receive(request, stream)
+
+    def _write(self, request: Request, write_timeout: float | None, read_timeout: float | None,
+               deadline: float | None, trace: Trace | None) -> None:
+        self.exchange = SyncExchange(read_timeout, deadline, trace)
         self._active = True
-        self._status = 0
-        self._chunks = []
-        self._head_done = self._done = False
-        self.request_sent = False
-        self._read_timeout = read_timeout
-        self._deadline = deadline
         self._reader.expect(request.method == "HEAD")
-        self._sent_at = time.perf_counter()
+        head, body = self._pool.encoder.encode(request)
         sock = self.sock
         try:
             self._set_write_timeout(write_timeout, deadline)
@@ -129,7 +138,7 @@ class SyncConnection:
             if (body is not None or request.stream is not None) and not self._send_body(
                     request, body, write_timeout, deadline):
                 # The server answered and closed (or is closing) before taking it all.
-                if not self._done:
+                if not self.exchange.done:
                     raise self._write_failed(None)
                 return
         except TransportError as exc:  # before OSError: WriteError and WriteTimeout are ones
@@ -145,7 +154,7 @@ class SyncConnection:
             if self._answered():
                 return
             raise self._fail(self._write_failed(exc)) from exc
-        self.request_sent = True
+        self.exchange.request_sent = True
         if trace is not None:
             emit(trace, "request.sent")
 
@@ -189,7 +198,7 @@ class SyncConnection:
         sock = self.sock
         view = memoryview(data).cast("B")
         while view:
-            if self._done:  # answered, and the server reads on: finish the upload blindly
+            if self.exchange.done:  # answered, and the server reads on: finish the upload blindly
                 self._set_write_timeout(write_timeout, deadline)
                 sock.sendall(view)
                 return True
@@ -236,19 +245,19 @@ class SyncConnection:
         except BlockingIOError:
             return False
         except OSError:  # a reset: whatever arrived before it has been fed already
-            self._early = True
+            self.exchange.early = True
             return True
         if n == 0:
-            self._early = True
+            self.exchange.early = True
             try:
                 self._reader.feed_eof()  # may complete a body that runs until the close
             except RemoteProtocolError:
                 pass  # no complete response: send() reports the failed write
             return True
         self._reader.feed(self._view[:n])  # a RemoteProtocolError fails the exchange
-        if self._head_done:
-            self._early = True
-        return self._done and not self._keep_alive
+        if self.exchange.head_done:
+            self.exchange.early = True
+        return self.exchange.done and not self.exchange.keep_alive
 
     def _answered(self) -> bool:
         """Writing failed, maybe because the server answered and reset the connection (it
@@ -257,7 +266,7 @@ class SyncConnection:
         the connection closed. Waits only when a response has started (on a reset socket
         nothing waits); a socket with nothing to read has no answer."""
         try:
-            while not self._done:
+            while not self.exchange.done:
                 if not self._reader.response_started and not (
                         (self._is_tls and self.sock.pending())  # type: ignore[attr-defined]
                         or self._poller.poll(0)):
@@ -265,34 +274,35 @@ class SyncConnection:
                 self._read_more()
         except TransportError:
             return False
-        self._early = True
+        self.exchange.early = True
         return True
 
-    def receive(self, request: Request, stream: bool) -> Response:
+    def _receive(self, request: Request, stream: bool) -> Response:
         """Read the response: its head only when `stream`, else all of it."""
         try:
-            while not self._head_done:
+            while not self.exchange.head_done:
                 self._read_more()
             if not stream:
-                while not self._done:
+                while not self.exchange.done:
                     self._read_more()
         except TransportError as exc:
             raise self._fail(exc) from None
-        chunks = self._chunks
-        elapsed = time.perf_counter() - self._sent_at
+        exchange = self.exchange
+        chunks = exchange.chunks
+        elapsed = time.perf_counter() - exchange.sent_at
         if stream:
-            response = Response.from_wire(self._status, self._status_line, self._headers,
-                                          None, request, elapsed)
+            response = Response.from_wire(exchange.status, exchange.status_line,
+                                          exchange.headers, None, request, elapsed)
             # The stream owns the buffered chunks: once the body has ended the connection may
             # serve another thread while the consumer still reads these.
-            buffered = self._chunks = deque(chunks)
-            response._stream = SyncBodyStream(self, buffered, ended=self._done)
-            if self._done:
+            buffered = self.exchange.chunks = deque(chunks)
+            response._stream = SyncBodyStream(self, buffered, ended=self.exchange.done)
+            if self.exchange.done:
                 self._finish()
             return response
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        response = Response.from_wire(self._status, self._status_line, self._headers, body,
-                                      request, elapsed)
+        response = Response.from_wire(exchange.status, exchange.status_line, exchange.headers,
+                                      body, request, elapsed)
         self._finish()
         return response
 
@@ -302,12 +312,12 @@ class SyncConnection:
         try:
             n = sock.recv_into(self._buffer)
         except (TimeoutError, BlockingIOError) as exc:
-            if self._deadline is not None and time.monotonic() >= self._deadline:
+            if self.exchange.deadline is not None and time.monotonic() >= self.exchange.deadline:
                 raise TotalTimeout(f"no complete response from {self.origin} within the total "
                                    "time-out", origin=self.origin) from exc
-            raise ReadTimeout(f"{self.origin} sent nothing for {self._read_timeout:g}s "
+            raise ReadTimeout(f"{self.origin} sent nothing for {self.exchange.read_timeout:g}s "
                               "(read time-out)", origin=self.origin,
-                              timeout=self._read_timeout) from exc
+                              timeout=self.exchange.read_timeout) from exc
         except OSError as exc:
             if not self._reader.response_started:
                 raise self._disconnected(f"connection to {self.origin} lost before a response: "
@@ -321,7 +331,7 @@ class SyncConnection:
                 if exc.reason == "no response":
                     raise self._disconnected(str(exc)) from None
                 raise
-            if not self._done:
+            if not self.exchange.done:
                 raise self._disconnected(f"{self.origin} closed the connection")
             return
         self._reader.feed(self._view[:n])
@@ -333,7 +343,7 @@ class SyncConnection:
             self._read_more()
         except TransportError as exc:
             raise self._fail(exc) from None
-        if self._done:
+        if self.exchange.done:
             self._finish()
             return True
         return False
@@ -343,8 +353,8 @@ class SyncConnection:
         if not self._active:
             return
         self._active = False
-        keep_alive = self._keep_alive and not self._early
-        keepalive = keep_alive_timeout(self._headers) if keep_alive else None
+        keep_alive = self.exchange.keep_alive and not self.exchange.early
+        keepalive = keep_alive_timeout(self.exchange.headers) if keep_alive else None
         self._pool.release(self.conn, keep_alive, keepalive)
 
     def abandon(self) -> None:
@@ -360,7 +370,8 @@ class SyncConnection:
         return error
 
     def _disconnected(self, message: str) -> ServerDisconnected:
-        return ServerDisconnected(message, origin=self.origin, request_sent=self.request_sent,
+        return ServerDisconnected(message, origin=self.origin,
+                                  request_sent=self.exchange.request_sent,
                                   response_started=self._reader.response_started,
                                   reused=self.conn.may_be_stale)
 
@@ -381,9 +392,9 @@ class SyncConnection:
 
     # -- socket time-outs ------------------------------------------------------------------
     def _set_read_timeout(self) -> None:
-        timeout = self._read_timeout
-        if self._deadline is not None:
-            remaining = self._deadline - time.monotonic()
+        timeout = self.exchange.read_timeout
+        if self.exchange.deadline is not None:
+            remaining = self.exchange.deadline - time.monotonic()
             if timeout is None or remaining < timeout:
                 timeout = max(remaining, 0.0)
         if timeout == self._rcvtimeo:
@@ -408,19 +419,19 @@ class SyncConnection:
 
     # -- ResponseSink ----------------------------------------------------------------------
     def on_head(self, status: int, status_line: bytes, headers: bytes) -> None:
-        if self._trace is not None:
-            emit(self._trace, "response.headers", status=status)
-        self._status = status
-        self._status_line = status_line
-        self._headers = headers
-        self._head_done = True
+        if self.exchange.trace is not None:
+            emit(self.exchange.trace, "response.headers", status=status)
+        self.exchange.status = status
+        self.exchange.status_line = status_line
+        self.exchange.headers = headers
+        self.exchange.head_done = True
 
     def on_body(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        self.exchange.chunks.append(chunk)
 
     def on_complete(self, keep_alive: bool) -> None:
-        self._done = True
-        self._keep_alive = keep_alive
+        self.exchange.done = True
+        self.exchange.keep_alive = keep_alive
 
 
 class SyncBodyStream:

@@ -24,6 +24,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from .._core.dns import Address, DnsCache, literal_address
+from .._core.http11 import RequestEncoder
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
 from .._exceptions import ConnectError, ConnectTimeout, HTTPError, TotalTimeout
 from .._tls import tls_context
@@ -96,6 +97,7 @@ class SyncPool:
         self.config = config
         self.lock = threading.Lock()
         self.state = PoolState(config.limits)
+        self.encoder = RequestEncoder()  # HTTP/1.1 requests, origin-form, heads cached per origin
         self._dns = DnsCache(config.dns_ttl)
         self._lookups: dict[tuple[str, int, int], _Lookup] = {}
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
