@@ -568,6 +568,7 @@ class PoolState:
         if len(self._idle_lru) >= self._keepalive_max:
             if not self._idle_lru:  # max_keepalive_connections == 0
                 self._close(conn, actions)
+                self._slot_freed(group, now, actions)
                 return
             oldest, _ = self._idle_lru.popitem(last=False)
             oldest.group.idle.remove(oldest)
