@@ -9,17 +9,17 @@ the whole pool, armed for the oldest idle connection.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 from threading import get_ident
 from typing import TYPE_CHECKING
 
-from .._core.dns import Address, DnsCache, literal_address
+from .._core.connect import ConnectPlan, DnsKey, RequestTicket, addresses_of, lookup_error
+from .._core.dns import Address, DnsCache
 from .._core.http11 import RequestEncoder
-from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
-from .._core.records import IDLE
-from .._exceptions import ConnectError, ConnectTimeout, HTTPError
+from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
+from .._core.records import IDLE, WAITING
+from .._exceptions import ConnectError, HTTPError, TotalTimeout
 from .._tls import tls_context
 from .._trace import Trace, emit
 from .._urls import Origin
@@ -29,18 +29,6 @@ if TYPE_CHECKING:
     from .._config import PoolConfig, Timeout
 
 __all__ = ["AsyncPool"]
-
-
-class AsyncTicket(Ticket):
-    __slots__ = ("deadline", "origin", "timeout", "trace")
-
-    def __init__(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
-                 trace: Trace | None, fresh: bool) -> None:
-        super().__init__(key, fresh)
-        self.origin = origin
-        self.timeout = timeout
-        self.deadline = deadline
-        self.trace = trace
 
 
 class AsyncPool:
@@ -108,7 +96,7 @@ class AsyncPool:
                     deadline: float | None, trace: Trace | None, fresh: bool) -> Conn:
         loop = self.loop
         now = loop.time()
-        ticket = AsyncTicket(key, origin, timeout, deadline, trace, fresh)
+        ticket = RequestTicket(key, origin, timeout, deadline, trace, fresh)
         future: asyncio.Future[Conn] = loop.create_future()
         ticket.waiter = future
         actions = self.state.request(ticket, now)
@@ -134,7 +122,7 @@ class AsyncPool:
             if handle is not None:
                 handle.cancel()
 
-    def _waited_too_long(self, ticket: AsyncTicket, limit: float | None) -> None:
+    def _waited_too_long(self, ticket: RequestTicket, limit: float | None) -> None:
         future = ticket.waiter
         if not future.done():
             future.set_exception(self.state.wait_error(ticket.key, limit, ticket.timeout.total))
@@ -206,21 +194,18 @@ class AsyncPool:
         self._live.discard(proto)
 
     # -- connecting --------------------------------------------------------------------------
-    def _open(self, conn: Conn, ticket: AsyncTicket) -> None:
+    def _open(self, conn: Conn, ticket: RequestTicket) -> None:
         proto = AsyncConnection(self, conn, ticket.origin.key)
         conn.io = proto
         self._live.add(proto)
         proto.connect_task = self.loop.create_task(self._connect(conn, proto, ticket))
 
-    async def _connect(self, conn: Conn, proto: AsyncConnection, ticket: AsyncTicket) -> None:
+    async def _connect(self, conn: Conn, proto: AsyncConnection, ticket: RequestTicket) -> None:
+        """Open `conn` within the connect time-out and the total deadline of `ticket`'s
+        request (the policy in _core/connect.py), then report the outcome to the core."""
         loop = self.loop
-        origin = ticket.origin
-        now = loop.time()
-        limit = ticket.timeout.connect
-        # Only the connect time-out bounds a connect. A request's total time-out ends its own
-        # wait for a connection (acquire); the connect goes on for whoever waits next, and a
-        # failure it reports goes to that request, so it must not be one request's deadline.
-        deadline = now + limit if limit is not None else None
+        plan = ConnectPlan(ticket.origin, self.config.family, ticket.timeout, ticket.deadline,
+                           self._dns, loop.time())
         task = asyncio.current_task()
         assert task is not None
         timed_out = False
@@ -230,118 +215,125 @@ class AsyncPool:
             timed_out = True
             task.cancel()
 
-        handle = loop.call_at(deadline, on_timeout) if deadline is not None else None
+        handle = loop.call_at(plan.end, on_timeout) if plan.end is not None else None
         try:
-            await self._establish(origin, proto, deadline, ticket.trace)
+            await self._establish(plan, proto, ticket.trace)
         except asyncio.CancelledError:
             self._live.discard(proto)
             if not timed_out:  # the pool was closed: close_all() already did the books
                 self.apply(self.state.connect_failed(conn, ConnectError(
-                    "connect cancelled", origin=origin.key), loop.time()))
+                    "connect cancelled", origin=plan.origin.key), loop.time()))
                 return
             if hasattr(task, "uncancel"):
                 task.uncancel()
-            assert limit is not None  # only a connect time-out arms the timer
-            error: HTTPError = ConnectTimeout(
-                f"no connection to {origin.key} within {limit:g}s (connect time-out)",
-                origin=origin.key, timeout=limit)
-            self.apply(self.state.connect_failed(conn, error, loop.time()))
+            self._connect_failed(conn, proto, ticket, plan.out_of_time())
             return
         except HTTPError as exc:
             self._live.discard(proto)
-            self.apply(self.state.connect_failed(conn, exc, loop.time()))
+            self._connect_failed(conn, proto, ticket, exc)
             return
         finally:
             if handle is not None:
                 handle.cancel()
         self.apply(self.state.connected(conn, loop.time()))
 
-    async def _establish(self, origin: Origin, proto: AsyncConnection, deadline: float | None,
+    def _connect_failed(self, conn: Conn, proto: AsyncConnection, ticket: RequestTicket,
+                        error: HTTPError) -> None:
+        now = self.loop.time()
+        if not isinstance(error, TotalTimeout):  # the oldest waiter of the key gets it
+            self.apply(self.state.connect_failed(conn, error, now))
+            return
+        # Cut short by the total deadline of `ticket`'s request: given up. That request
+        # fails (unless a connection was handed to it meanwhile), nobody else does, and the
+        # slot goes to whoever waits next, who opens anew.
+        proto.connect_task = None  # this task is done: closing `conn` must not cancel it
+        if ticket.state is WAITING:
+            if not ticket.waiter.done():
+                ticket.waiter.set_exception(error)
+            self.apply(self.state.cancelled(ticket, now))
+        self.apply(self.state.connect_failed(conn, None, now))
+
+    async def _establish(self, plan: ConnectPlan, proto: AsyncConnection,
                          trace: Trace | None) -> None:
         """TCP connect to the first address that answers, then TLS if https."""
         loop = self.loop
-        began = loop.time()
-        lookups = self._dns.lookups
-        addresses = await self._resolve(origin)
+        info = plan.resolved(await self._resolve(plan), loop.time())
         if trace is not None:
-            emit(trace, "dns.resolved", seconds=loop.time() - began, addresses=addresses,
-                 cached=self._dns.lookups == lookups)
-        began = loop.time()
-        errors: list[str] = []
-        for family, sockaddr in addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            emit(trace, "dns.resolved", **info)
+        while (address := plan.next_address(loop.time())) is not None:
+            sock = socket.socket(address[0], socket.SOCK_STREAM)
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.config.local_address is not None:
                     sock.bind((self.config.local_address, 0))
-                await loop.sock_connect(sock, sockaddr)
+                await loop.sock_connect(sock, address[1])
             except OSError as exc:
                 sock.close()
-                errors.append(f"{sockaddr[0]}: {_describe(exc)}")
+                plan.failed(address, exc)
                 continue
             except BaseException:
                 sock.close()
                 raise
             break
         else:
-            raise ConnectError(f"cannot connect to {origin.key}: {'; '.join(errors)}",
-                               origin=origin.key)
+            raise plan.error()
+        info = plan.connected(address, loop.time())
         if trace is not None:
-            emit(trace, "tcp.connected", seconds=loop.time() - began, address=sockaddr)
-            began = loop.time()
+            emit(trace, "tcp.connected", **info)
+        await self._handshake(plan, proto, sock)
+        if trace is not None and plan.origin.is_tls and proto.transport is not None:
+            ssl_object = proto.transport.get_extra_info("ssl_object")
+            emit(trace, "tls.handshake", **plan.handshake(
+                ssl_object.version() if ssl_object is not None else None, loop.time()))
+
+    async def _handshake(self, plan: ConnectPlan, proto: AsyncConnection,
+                         sock: socket.socket) -> None:
+        """Hand the connected `sock` to `proto`, after the TLS handshake if https."""
+        loop = self.loop
         try:
-            if origin.is_tls:
-                remaining = None if deadline is None else max(0.001, deadline - loop.time())
+            if plan.origin.is_tls:
+                # Our own timer (at plan.end) ends a handshake that runs out of time, so that
+                # it fails like any connect that did: asyncio's limit comes a second later.
+                remaining = plan.remaining(loop.time())
                 await loop.create_connection(
                     lambda: proto, sock=sock, ssl=tls_context(self.config.verify),
-                    server_hostname=origin.host, ssl_handshake_timeout=remaining)
+                    server_hostname=plan.origin.host,
+                    ssl_handshake_timeout=None if remaining is None else remaining + 1.0)
             else:
                 await loop.create_connection(lambda: proto, sock=sock)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
-            raise ConnectError(f"TLS certificate of {origin.key} not trusted: "
-                               f"{exc.verify_message}", origin=origin.key) from exc
-        except (OSError, ssl.SSLError) as exc:
+            raise plan.untrusted(exc.verify_message) from exc
+        except OSError as exc:  # ssl.SSLError among them
             sock.close()
-            raise ConnectError(f"cannot connect to {origin.key}: {exc}",
-                               origin=origin.key) from exc
+            raise plan.handshake_failed(exc) from exc
         except BaseException:
             sock.close()
             raise
-        if trace is not None and origin.is_tls and proto.transport is not None:
-            ssl_object = proto.transport.get_extra_info("ssl_object")
-            emit(trace, "tls.handshake", seconds=loop.time() - began,
-                 version=ssl_object.version() if ssl_object is not None else None)
 
-    async def _resolve(self, origin: Origin) -> list[Address]:
-        family = self.config.family
-        literal = literal_address(origin.host, origin.port, family)
-        if literal is not None:
-            if not literal:
-                raise ConnectError(f"{origin.host} is not an address of the requested family",
-                                   origin=origin.key)
-            return literal
-        key = (origin.host, origin.port, family)
-        cached = self._dns.get(key, self.loop.time())
-        if cached is not None:
-            return cached
+    async def _resolve(self, plan: ConnectPlan) -> list[Address]:
+        known = plan.known(self.loop.time())
+        if known is not None:
+            return known
+        key = plan.dns_key
         lookup = self._lookups.get(key)
         if lookup is None:  # concurrent look-ups of one name share this task
-            lookup = self._lookups[key] = self.loop.create_task(self._lookup(key, origin.key))
+            lookup = self._lookups[key] = self.loop.create_task(
+                self._lookup(key, plan.origin.key))
         return await asyncio.shield(lookup)
 
-    async def _lookup(self, key: tuple[str, int, int], origin: str) -> list[Address]:
+    async def _lookup(self, key: DnsKey, origin: str) -> list[Address]:
         host, port, family = key
         try:
             infos = await self.loop.getaddrinfo(host, port, family=family,
                                                 type=socket.SOCK_STREAM)
         except OSError as exc:
             self._dns.put(key, [], self.loop.time())  # counts the look-up; caches nothing
-            raise ConnectError(f"DNS look-up of {host!r} failed: {exc}", origin=origin) from exc
+            raise lookup_error(host, origin, exc) from exc
         finally:
             self._lookups.pop(key, None)
-        addresses: list[Address] = [(info[0], info[4]) for info in infos]
+        addresses = addresses_of(infos)
         self._dns.put(key, addresses, self.loop.time())
         return addresses
 
@@ -396,8 +388,3 @@ class AsyncPool:
                 pending.append(proto.lost)
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-
-
-def _describe(exc: OSError) -> str:
-    """'Connection refused' rather than asyncio's 'Connect call failed (...)'."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)

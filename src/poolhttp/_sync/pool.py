@@ -23,10 +23,11 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-from .._core.dns import Address, DnsCache, literal_address
+from .._core.connect import ConnectPlan, RequestTicket, addresses_of, lookup_error
+from .._core.dns import Address, DnsCache
 from .._core.http11 import RequestEncoder
-from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
-from .._exceptions import ConnectError, ConnectTimeout, HTTPError, TotalTimeout
+from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
+from .._exceptions import HTTPError, TotalTimeout
 from .._tls import tls_context
 from .._trace import Trace, emit
 from .._urls import Origin
@@ -54,19 +55,6 @@ class _Waiter:
         if not self.woken:
             self.woken = True
             self.lock.release()
-
-
-class SyncTicket(Ticket):
-    __slots__ = ("deadline", "origin", "timeout", "trace")
-
-    def __init__(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
-                 trace: Trace | None, fresh: bool) -> None:
-        super().__init__(key, fresh)
-        self.origin = origin
-        self.timeout = timeout
-        self.deadline = deadline
-        self.trace = trace
-        self.waiter = _Waiter()
 
 
 class _Lookup:
@@ -143,14 +131,14 @@ class SyncPool:
               trace: Trace | None, fresh: bool) -> Conn:
         """Queue for a connection. The waiter's lock works as a binary semaphore: `wake()`
         releases it once, and only this thread takes it back, so no wake-up is ever lost."""
-        ticket = SyncTicket(key, origin, timeout, deadline, trace, fresh)
+        ticket = RequestTicket(key, origin, timeout, deadline, trace, fresh)
+        waiter = ticket.waiter = _Waiter()
         now = time.monotonic()
         limit = timeout.pool
         end = now + limit if limit is not None else None
         total_first = deadline is not None and (end is None or deadline < end)
         if total_first:
             end = deadline
-        waiter = ticket.waiter
         with self.lock:
             self._apply(self.state.request(ticket, now), ticket)
         if ticket.conn is not None:
@@ -204,7 +192,7 @@ class SyncPool:
         return dials
 
     # -- applying the core's actions (under the lock) ------------------------------------------
-    def _apply(self, actions: list[Action], me: SyncTicket | None) -> None:
+    def _apply(self, actions: list[Action], me: RequestTicket | None) -> None:
         """Carry out actions, in order, under the pool lock. Sockets are closed here rather
         than after unlocking: a close without linger does not block, and closing first means
         a slot handed to another waiter is never used while the old socket is still open."""
@@ -227,21 +215,21 @@ class SyncPool:
                 action.ticket.waiter.wake()
 
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
+        reaper = None
         with self.lock:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
             if actions:
                 self._apply(actions, None)
             if self._reaper is None and reusable and not self.state.is_closed:
-                self._start_reaper()
+                reaper = self._reaper = threading.Thread(
+                    target=self._reap, name="poolhttp-expiry", daemon=True)
+        if reaper is not None:
+            reaper.start()  # outside the lock: starting a thread waits for it to run
 
     # -- idle expiry ---------------------------------------------------------------------
-    def _start_reaper(self) -> None:
-        """(Under the lock.) A daemon thread that closes idle connections when they expire,
-        so they close on time even if nobody uses the pool again. It exits once no idle
-        connection is left (the next release starts another) and when the pool closes."""
-        self._reaper = threading.Thread(target=self._reap, name="poolhttp-expiry",
-                                        daemon=True)
-        self._reaper.start()
+    # A daemon thread closes idle connections when they expire, so they close on time even if
+    # nobody uses the pool again. It exits once no idle connection is left (the next release
+    # starts another) and when the pool closes.
 
     def _reap(self) -> None:
         stop = self._stop_reaper
@@ -258,122 +246,103 @@ class SyncPool:
                 return
 
     # -- connecting --------------------------------------------------------------------------
-    def _dial(self, conn: Conn, ticket: SyncTicket) -> None:
-        """Connect `conn`, then report the outcome to the core (it picks who gets it)."""
-        origin = ticket.origin
-        timeout = ticket.timeout.connect
+    def _dial(self, conn: Conn, ticket: RequestTicket) -> None:
+        """Connect `conn`, within the connect time-out and the total deadline of `ticket`'s
+        request (the policy in _core/connect.py), then report the outcome to the core (it
+        picks who gets it)."""
+        plan = ConnectPlan(ticket.origin, self.config.family, ticket.timeout, ticket.deadline,
+                           self._dns, time.monotonic())
         try:
-            sock = self._establish(origin, timeout, ticket.deadline, ticket.trace)
-        except HTTPError as exc:
+            sock = self._establish(plan, ticket.trace)
+        except TotalTimeout:
+            # Cut short by this request's own total deadline: given up. It leaves the queue,
+            # nobody else fails with its error, and the slot goes to whoever waits next.
             now = time.monotonic()
-            if isinstance(exc, ConnectTimeout) and ticket.deadline is not None \
-                    and now >= ticket.deadline:
-                # Cut short by this request's own total time-out: a failure the core would
-                # hand to the oldest waiter, maybe another request. This one leaves the
-                # queue instead, and the slot goes back for whoever waits.
-                with self.lock:
-                    self._apply(self.state.cancelled(ticket, now), None)
-                    self._apply(self.state.connect_failed(conn, None, now), None)
-                    self._hand_on_dials(ticket.waiter)
-                raise TotalTimeout(f"no connection to {origin.key} before the total time-out",
-                                   origin=origin.key, timeout=ticket.timeout.total) from exc
             with self.lock:
-                self._apply(self.state.connect_failed(conn, exc, now), ticket)
+                self._apply(self.state.cancelled(ticket, now), None)
+                self._apply(self.state.connect_failed(conn, None, now), None)
+                self._hand_on_dials(ticket.waiter)
+            raise
+        except HTTPError as exc:
+            with self.lock:
+                self._apply(self.state.connect_failed(conn, exc, time.monotonic()), ticket)
         else:
-            conn.io = SyncConnection(self, conn, origin.key, sock)
+            conn.io = SyncConnection(self, conn, plan.origin.key, sock)
             with self.lock:
                 self._apply(self.state.connected(conn, time.monotonic()), ticket)
 
-    def _establish(self, origin: Origin, timeout: float | None, deadline: float | None,
-                   trace: Trace | None) -> socket.socket:
-        start = time.monotonic()
-        end = None if timeout is None else start + timeout
-        if deadline is not None and (end is None or deadline < end):
-            end = deadline
-        lookups = self._dns.lookups
-        addresses = self._resolve(origin, end)
+    def _establish(self, plan: ConnectPlan, trace: Trace | None) -> socket.socket:
+        """TCP connect to the first address that answers, then TLS if https."""
+        info = plan.resolved(self._resolve(plan), time.monotonic())
         if trace is not None:
-            emit(trace, "dns.resolved", seconds=time.monotonic() - start, addresses=addresses,
-                 cached=self._dns.lookups == lookups)
-        errors: list[str] = []
-        for family, sockaddr in addresses:
-            remaining = None if end is None else end - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            emit(trace, "dns.resolved", **info)
+        while (address := plan.next_address(time.monotonic())) is not None:
+            sock = socket.socket(address[0], socket.SOCK_STREAM)
             try:
-                sock.settimeout(remaining)
+                sock.settimeout(plan.remaining(time.monotonic()))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.config.local_address is not None:
                     sock.bind((self.config.local_address, 0))
-                began = time.monotonic()
-                sock.connect(sockaddr)
-                if trace is not None:
-                    emit(trace, "tcp.connected", seconds=time.monotonic() - began,
-                         address=sockaddr)
-                if origin.is_tls:
-                    began = time.monotonic()
-                    sock = self._handshake(sock, origin, end)
-                    if trace is not None:
-                        emit(trace, "tls.handshake", seconds=time.monotonic() - began,
-                             version=sock.version())  # type: ignore[attr-defined]
-                sock.settimeout(None)
-                return sock
-            except TimeoutError:
-                sock.close()
-                errors.append(f"{sockaddr[0]}: timed out")
-            except ssl.SSLCertVerificationError as exc:
-                sock.close()
-                raise ConnectError(f"TLS certificate of {origin.key} not trusted: "
-                                   f"{exc.verify_message}", origin=origin.key) from exc
+                sock.connect(address[1])
             except OSError as exc:
                 sock.close()
-                errors.append(f"{sockaddr[0]}: {_describe(exc)}")
-        if not errors or errors[-1].endswith("timed out"):
-            raise ConnectTimeout(f"no connection to {origin.key} within {timeout:g}s (connect "
-                                 "time-out)" if timeout is not None else
-                                 f"no connection to {origin.key} before the total time-out",
-                                 origin=origin.key, timeout=timeout)
-        raise ConnectError(f"cannot connect to {origin.key}: {'; '.join(errors)}",
-                           origin=origin.key)
+                plan.failed(address, exc)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            info = plan.connected(address, time.monotonic())
+            if trace is not None:
+                emit(trace, "tcp.connected", **info)
+            if plan.origin.is_tls:
+                sock = self._handshake(sock, plan, trace)
+            sock.settimeout(None)
+            return sock
+        raise plan.error()
 
-    def _handshake(self, sock: socket.socket, origin: Origin, end: float | None) -> socket.socket:
-        if end is not None:
-            sock.settimeout(max(0.001, end - time.monotonic()))
+    def _handshake(self, sock: socket.socket, plan: ConnectPlan,
+                   trace: Trace | None) -> socket.socket:
         context = tls_context(self.config.verify)
-        return context.wrap_socket(sock, server_hostname=origin.host)
+        try:
+            sock.settimeout(plan.remaining(time.monotonic()))
+            tls = context.wrap_socket(sock, server_hostname=plan.origin.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise plan.untrusted(exc.verify_message) from exc
+        except OSError as exc:  # ssl.SSLError among them
+            sock.close()
+            raise plan.handshake_failed(exc) from exc
+        except BaseException:
+            sock.close()
+            raise
+        info = plan.handshake(tls.version(), time.monotonic())
+        if trace is not None:
+            emit(trace, "tls.handshake", **info)
+        return tls
 
-    def _resolve(self, origin: Origin, end: float | None) -> list[Address]:
-        family = self.config.family
-        literal = literal_address(origin.host, origin.port, family)
-        if literal is not None:
-            if not literal:
-                raise ConnectError(f"{origin.host} is not an address of the requested family",
-                                   origin=origin.key)
-            return literal
-        key = (origin.host, origin.port, family)
+    def _resolve(self, plan: ConnectPlan) -> list[Address]:
+        key = plan.dns_key
         with self.lock:
-            cached = self._dns.get(key, time.monotonic())
-            if cached is not None:
-                return cached
+            known = plan.known(time.monotonic())
+            if known is not None:
+                return known
             lookup = self._lookups.get(key)
             owner = lookup is None
             if lookup is None:  # concurrent look-ups of one name wait for this one
                 lookup = self._lookups[key] = _Lookup()
+        host, port, family = key
         if owner:
             try:
-                infos = socket.getaddrinfo(origin.host, origin.port, family, socket.SOCK_STREAM)
-                lookup.addresses = [(info[0], info[4]) for info in infos]
+                infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+                lookup.addresses = addresses_of(infos)
             except OSError as exc:
-                lookup.error = ConnectError(f"DNS look-up of {origin.host!r} failed: {exc}",
-                                            origin=origin.key)
+                lookup.error = lookup_error(host, plan.origin.key, exc)
             with self.lock:
                 self._lookups.pop(key, None)
                 self._dns.put(key, lookup.addresses, time.monotonic())
             lookup.done.set()
-        elif not lookup.done.wait(None if end is None else max(0, end - time.monotonic())):
-            raise ConnectTimeout(f"DNS look-up of {origin.host!r} did not finish in time",
-                                 origin=origin.key)
+        elif not lookup.done.wait(plan.remaining(time.monotonic())):
+            raise plan.lookup_timed_out()
         if lookup.error is not None:
             raise lookup.error
         return lookup.addresses
@@ -385,9 +354,7 @@ class SyncPool:
             reaper, self._reaper = self._reaper, None
         self._stop_reaper.set()
         if reaper is not None and reaper is not threading.current_thread():
-            reaper.join(5.0)
-
-
-def _describe(exc: OSError) -> str:
-    """'Connection refused' rather than asyncio's 'Connect call failed (...)'."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
+            try:
+                reaper.join(5.0)
+            except RuntimeError:  # made by a release but not started yet: it will see the
+                pass              # pool closed and end at once
