@@ -9,11 +9,10 @@
     │   │   └── ServerDisconnected            the peer closed before a response (ReadError)
     │   │       └── StaleConnectionError      ... on a reused connection; not retried (unsafe)
     │   └── ProtocolError
-    │       ├── LocalProtocolError            we were asked to send something invalid
     │       └── RemoteProtocolError           the server sent something invalid
     ├── InvalidURL, InvalidRequest (also ValueError), PoolClosed (also RuntimeError)
     ├── HTTPStatusError                         from Response.raise_for_status()
-    └── TooManyRedirects, RetryError
+    └── TooManyRedirects, RetryError            (TooManyRedirects: with redirect following)
 
 Network errors are also `OSError` and timeouts also `TimeoutError`, so `except OSError` and
 `except TimeoutError` clauses written for sockets keep working. Errors coming out of httptools,
@@ -36,7 +35,6 @@ __all__ = [
     "HTTPStatusError",
     "InvalidRequest",
     "InvalidURL",
-    "LocalProtocolError",
     "NetworkError",
     "PoolClosed",
     "PoolTimeout",
@@ -162,10 +160,6 @@ class StaleConnectionError(ServerDisconnected):
 
 class ProtocolError(TransportError):
     """The HTTP exchange broke the protocol's rules."""
-
-
-class LocalProtocolError(ProtocolError):
-    """We were asked to send something HTTP does not allow."""
 
 
 class RemoteProtocolError(ProtocolError):
