@@ -573,6 +573,10 @@ class PoolState:
             oldest, _ = self._idle_lru.popitem(last=False)
             oldest.group.idle.remove(oldest)
             self._close(oldest, actions)
+            group.idle.append(conn)
+            self._idle_lru[conn] = None
+            self._give_slots(now, actions)  # the one it closed may be wanted elsewhere
+            return
         group.idle.append(conn)
         self._idle_lru[conn] = None
 
