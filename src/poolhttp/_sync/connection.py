@@ -238,11 +238,14 @@ class SyncConnection:
         sock = self.sock
         try:
             if self._is_tls:
-                self._set_read_timeout()
+                # Readable may be a TLS record with no data for us (a TLS 1.3 session ticket):
+                # look without waiting, and take "nothing yet" as nothing.
+                self._rcvtimeo = -1.0
+                sock.settimeout(0.0)
                 n = sock.recv_into(self._buffer)
             else:
                 n = sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except OSError:  # a reset: whatever arrived before it has been fed already
             self.exchange.early = True
