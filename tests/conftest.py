@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.certs import CertBundle, make_certs
+from tests.support.httpbin import Httpbin
 from tests.support.nginx import Nginx
 from tests.support.scripted import ServerFactory
 
@@ -143,6 +144,14 @@ def nginx(certs: CertBundle) -> Iterator[Nginx]:
     """One nginx for the whole session (shared: compare `server_stats()` before and after,
     with `ServerStats.since`). Serves /, /16k, /1m and a sparse 1 GiB /big."""
     with Nginx(certs=certs, big_file_size=1 << 30) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def httpbin(certs: CertBundle) -> Iterator[Httpbin]:
+    """httpbin under gunicorn for the whole session (started on first use): `url(path)`,
+    `https_url(path)` and `ca_path` (pass as `verify=`). Four sync workers per server."""
+    with Httpbin(certs=certs) as server:
         yield server
 
 
