@@ -10,11 +10,14 @@
 """
 
 from ._async.client import AsyncClient
+from ._auth import Auth, AuthError, BasicAuth, DigestAuth
 from ._config import Limits, Retry, Timeout
+from ._cookies import Cookies
 from ._core.pool import PoolStats
 from ._exceptions import (
     ConnectError,
     ConnectTimeout,
+    DecodingError,
     HTTPError,
     HTTPStatusError,
     InvalidRequest,
@@ -26,6 +29,8 @@ from ._exceptions import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    RequestNotReplayable,
+    ResponseTooLarge,
     RetryError,
     ServerDisconnected,
     StaleConnectionError,
@@ -49,11 +54,17 @@ from .bulk import BulkRequest, BulkResult, fetch_many, fetch_many_sync
 __all__ = [
     "URL",
     "AsyncClient",
+    "Auth",
+    "AuthError",
+    "BasicAuth",
     "BulkRequest",
     "BulkResult",
     "Client",
     "ConnectError",
     "ConnectTimeout",
+    "Cookies",
+    "DecodingError",
+    "DigestAuth",
     "HTTPError",
     "HTTPStatusError",
     "Headers",
@@ -70,8 +81,10 @@ __all__ = [
     "ReadTimeout",
     "RemoteProtocolError",
     "Request",
+    "RequestNotReplayable",
     "Response",
     "ResponseNotRead",
+    "ResponseTooLarge",
     "Retry",
     "RetryError",
     "ServerDisconnected",

@@ -11,22 +11,27 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._config import Limits, PoolConfig, Retry, Timeout, TimeoutTypes
+from ._cookies import Cookies, CookieTypes
 from ._core.pool import PoolKey
+from ._decoders import accept_encoding
 from ._exceptions import InvalidRequest, PoolClosed, TotalTimeout
 from ._headers import Headers, HeaderTypes, encode_header_pairs
 from ._models import Request, Response, check_method
 from ._retry import RetryPlan
+from ._steps import AuthTypes, Hook, Steps, coerce_auth
 from ._tls import VerifyTypes, check_verify
 from ._trace import Trace, emit
 from ._urls import URL, Origin, QueryParams, encode_params, parse_url
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._auth import Auth
     from ._exceptions import TransportError
+    from ._multipart import FilesTypes
 
 __all__ = ["ClientBase", "RequestContent"]
 
@@ -46,7 +51,11 @@ class ClientBase(Generic[R]):
     def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
                  limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
                  verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
-                 local_address: str | None = None, retries: Retry | int | None = 0) -> None:
+                 local_address: str | None = None, retries: Retry | int | None = 0,
+                 follow_redirects: bool = False, max_redirects: int = 20,
+                 cookies: CookieTypes | None = None, auth: AuthTypes = None,
+                 event_hooks: Mapping[str, Sequence[Hook]] | None = None,
+                 max_content_size: int | None = None) -> None:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a poolhttp.Limits, not {type(limits).__name__}")
         if family not in (0, socket.AF_INET, socket.AF_INET6):
@@ -75,7 +84,15 @@ class ClientBase(Generic[R]):
         user = encode_header_pairs(headers)
         overridden = {name.lower() for name, _ in user}
         self._headers = Headers.from_raw(
-            [p for p in _DEFAULT_HEADERS if p[0].lower() not in overridden] + user)
+            [p for p in [*_DEFAULT_HEADERS, (b"Accept-Encoding", accept_encoding())]
+             if p[0].lower() not in overridden] + user)
+        if max_content_size is not None and (isinstance(max_content_size, bool) or not isinstance(
+                max_content_size, int) or max_content_size < 0):
+            raise ValueError(f"max_content_size must be a number of bytes >= 0 or None, not "
+                             f"{max_content_size!r}")
+        self.max_content_size = max_content_size
+        self._steps = Steps(follow_redirects=follow_redirects, max_redirects=max_redirects,
+                            cookies=cookies, auth=auth, event_hooks=event_hooks)
         frame = sys._getframe(2) if hasattr(sys, "_getframe") else None
         self._created_at = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
 
@@ -92,54 +109,100 @@ class ClientBase(Generic[R]):
     # -- the verbs -----------------------------------------------------------------------
     def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                 headers: HeaderTypes | None = None, content: RequestContent = None,
-                data: Mapping[str, Any] | None = None, json: Any = None,
-                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None) -> R:
+                data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
+                follow_redirects: bool | None = None, auth: AuthTypes = None,
+                cookies: CookieTypes | None = None) -> R:
         raise NotImplementedError
 
     def get(self, url: str | URL, *, params: QueryParams | None = None,
             headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
-            trace: Trace | None = None) -> R:
-        return self.request("GET", url, params=params, headers=headers, timeout=timeout,
-                            trace=trace)
+            trace: Trace | None = None, follow_redirects: bool | None = None,
+            auth: AuthTypes = None, cookies: CookieTypes | None = None) -> R:
+        return self.request("GET", url, params=params, headers=headers,
+                            timeout=timeout, trace=trace, follow_redirects=follow_redirects,
+                            auth=auth, cookies=cookies)
 
     def head(self, url: str | URL, *, params: QueryParams | None = None,
-             headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
-            trace: Trace | None = None) -> R:
-        return self.request("HEAD", url, params=params, headers=headers, timeout=timeout,
-                            trace=trace)
+            headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None, follow_redirects: bool | None = None,
+            auth: AuthTypes = None, cookies: CookieTypes | None = None) -> R:
+        return self.request("HEAD", url, params=params, headers=headers,
+                            timeout=timeout, trace=trace, follow_redirects=follow_redirects,
+                            auth=auth, cookies=cookies)
 
     def options(self, url: str | URL, *, params: QueryParams | None = None,
-                headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
-            trace: Trace | None = None) -> R:
-        return self.request("OPTIONS", url, params=params, headers=headers, timeout=timeout,
-                            trace=trace)
+            headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None, follow_redirects: bool | None = None,
+            auth: AuthTypes = None, cookies: CookieTypes | None = None) -> R:
+        return self.request("OPTIONS", url, params=params, headers=headers,
+                            timeout=timeout, trace=trace, follow_redirects=follow_redirects,
+                            auth=auth, cookies=cookies)
 
     def delete(self, url: str | URL, *, params: QueryParams | None = None,
-               headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
-            trace: Trace | None = None) -> R:
-        return self.request("DELETE", url, params=params, headers=headers, timeout=timeout,
-                            trace=trace)
+            headers: HeaderTypes | None = None, timeout: TimeoutTypes = None,
+            trace: Trace | None = None, follow_redirects: bool | None = None,
+            auth: AuthTypes = None, cookies: CookieTypes | None = None) -> R:
+        return self.request("DELETE", url, params=params, headers=headers,
+                            timeout=timeout, trace=trace, follow_redirects=follow_redirects,
+                            auth=auth, cookies=cookies)
 
     def post(self, url: str | URL, *, params: QueryParams | None = None,
-             headers: HeaderTypes | None = None, content: RequestContent = None,
-             data: Mapping[str, Any] | None = None, json: Any = None,
-             timeout: TimeoutTypes = None, trace: Trace | None = None) -> R:
-        return self.request("POST", url, params=params, headers=headers, content=content,
-                            data=data, json=json, timeout=timeout, trace=trace)
+            headers: HeaderTypes | None = None, content: RequestContent = None,
+            data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+            timeout: TimeoutTypes = None, trace: Trace | None = None,
+            follow_redirects: bool | None = None, auth: AuthTypes = None,
+            cookies: CookieTypes | None = None) -> R:
+        return self.request("POST", url, params=params, headers=headers,
+                            content=content, data=data, files=files, json=json,
+                            timeout=timeout, trace=trace,
+                            follow_redirects=follow_redirects, auth=auth, cookies=cookies)
 
     def put(self, url: str | URL, *, params: QueryParams | None = None,
             headers: HeaderTypes | None = None, content: RequestContent = None,
-            data: Mapping[str, Any] | None = None, json: Any = None,
-            timeout: TimeoutTypes = None, trace: Trace | None = None) -> R:
-        return self.request("PUT", url, params=params, headers=headers, content=content,
-                            data=data, json=json, timeout=timeout, trace=trace)
+            data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+            timeout: TimeoutTypes = None, trace: Trace | None = None,
+            follow_redirects: bool | None = None, auth: AuthTypes = None,
+            cookies: CookieTypes | None = None) -> R:
+        return self.request("PUT", url, params=params, headers=headers,
+                            content=content, data=data, files=files, json=json,
+                            timeout=timeout, trace=trace,
+                            follow_redirects=follow_redirects, auth=auth, cookies=cookies)
 
     def patch(self, url: str | URL, *, params: QueryParams | None = None,
-              headers: HeaderTypes | None = None, content: RequestContent = None,
-              data: Mapping[str, Any] | None = None, json: Any = None,
-              timeout: TimeoutTypes = None, trace: Trace | None = None) -> R:
-        return self.request("PATCH", url, params=params, headers=headers, content=content,
-                            data=data, json=json, timeout=timeout, trace=trace)
+            headers: HeaderTypes | None = None, content: RequestContent = None,
+            data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+            timeout: TimeoutTypes = None, trace: Trace | None = None,
+            follow_redirects: bool | None = None, auth: AuthTypes = None,
+            cookies: CookieTypes | None = None) -> R:
+        return self.request("PATCH", url, params=params, headers=headers,
+                            content=content, data=data, files=files, json=json,
+                            timeout=timeout, trace=trace,
+                            follow_redirects=follow_redirects, auth=auth, cookies=cookies)
+
+    # -- the steps: cookies, auth, redirects, hooks ----------------------------------------
+    @property
+    def cookies(self) -> Cookies:
+        """The client's cookie jar (dict-like; `.jar` is the http.cookiejar.CookieJar)."""
+        return self._steps.cookies
+
+    @cookies.setter
+    def cookies(self, value: CookieTypes) -> None:
+        self._steps.cookies = Cookies(value)
+
+    def _step_options(self, follow_redirects: bool | None, auth: AuthTypes,
+                      cookies: CookieTypes | None) -> tuple[bool, Auth | None, Cookies | None]:
+        """A request's own settings for the steps, over the client's."""
+        steps = self._steps
+        follow = steps.follow_redirects if follow_redirects is None else follow_redirects
+        if not isinstance(follow, bool):
+            raise InvalidRequest(f"follow_redirects must be True or False, not {follow!r}")
+        return (follow, steps.auth if auth is None else coerce_auth(auth),
+                None if cookies is None else Cookies(cookies))
 
     # -- building ------------------------------------------------------------------------
     def _retries_status(self, response: Response) -> bool:
@@ -186,7 +249,8 @@ class ClientBase(Generic[R]):
 
     def _build(self, method: str, url: str | URL, params: QueryParams | None,
                headers: HeaderTypes | None, content: RequestContent,
-               data: Mapping[str, Any] | None, json: Any, *, allow_async_body: bool) -> Request:
+               data: Mapping[str, Any] | None, json: Any, files: FilesTypes | None, *,
+               allow_async_body: bool) -> Request:
         """Validate the arguments and make the Request; the connection that carries it
         encodes it (see `RequestEncoder`). A streamed body is on `request.stream`."""
         if method.__class__ is not str or method not in _METHODS_OK:
@@ -203,9 +267,9 @@ class ClientBase(Generic[R]):
         if params:
             target = target.copy_with_params(params)
         extra = encode_header_pairs(headers) if headers else []
-        if content is None and data is None and json is None:  # the common case: no body
+        if content is None and data is None and json is None and files is None:  # no body
             return Request.build(method, target, extra, self._headers.raw, None, None)
-        body, stream, content_type = _encode_body(content, data, json, allow_async_body)
+        body, stream, content_type = _encode_body(content, data, json, files, allow_async_body)
         if content_type is not None and not any(n.lower() == b"content-type" for n, _ in extra):
             extra.append((b"Content-Type", content_type))
         return Request.build(method, target, extra, self._headers.raw, body, stream)
@@ -227,8 +291,18 @@ def _tls_identity(verify: object) -> object:
 
 
 def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: Any,
+                 files: FilesTypes | None,
                  allow_async: bool) -> tuple[bytes | None, Any, bytes | None]:
-    """(body bytes, streamed body, Content-Type) from the content=/data=/json= arguments."""
+    """(body bytes, streamed body, Content-Type) from the content=/data=/json=/files=
+    arguments. files= (with data= as its form fields) is multipart, streamed."""
+    if files is not None:
+        if content is not None or json is not None:
+            raise InvalidRequest("files= goes with data= (form fields), not with content= "
+                                 "or json=")
+        from ._multipart import encode_multipart  # only for uploads: kept off the import
+
+        encoding = encode_multipart(data, files)
+        return None, encoding.stream, encoding.content_type
     given = [name for name, value in (("content", content), ("data", data), ("json", json))
              if value is not None]
     if len(given) > 1:

@@ -12,7 +12,10 @@
     │       └── RemoteProtocolError           the server sent something invalid
     ├── InvalidURL, InvalidRequest (also ValueError), PoolClosed (also RuntimeError)
     ├── HTTPStatusError                         from Response.raise_for_status()
-    └── TooManyRedirects, RetryError            (TooManyRedirects: with redirect following)
+    ├── DecodingError                           a body's Content-Encoding could not be decoded
+    ├── ResponseTooLarge                        a body read into memory is over its cap
+    ├── TooManyRedirects, RequestNotReplayable  following redirects (and auth challenges)
+    └── RetryError
 
 Network errors are also `OSError` and timeouts also `TimeoutError`, so `except OSError` and
 `except TimeoutError` clauses written for sockets keep working. Errors coming out of httptools,
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
+    "DecodingError",
     "HTTPError",
     "HTTPStatusError",
     "InvalidRequest",
@@ -42,6 +46,8 @@ __all__ = [
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
+    "RequestNotReplayable",
+    "ResponseTooLarge",
     "RetryError",
     "ServerDisconnected",
     "StaleConnectionError",
@@ -195,8 +201,38 @@ class HTTPStatusError(HTTPError):
         self.response = response
 
 
+class DecodingError(HTTPError):
+    """A response body could not be decoded as its `Content-Encoding` says: corrupt or
+    truncated compressed data, or a coding (br, zstd) whose optional package is not installed
+    (the message names the extra to install).
+
+    Not a `TransportError`: the exchange itself completed, so nothing is retried and the
+    connection was released normally (for a streamed body: closed, as the body was not read to
+    its end). `iter_raw()` still gives the bytes as received.
+    """
+
+
+class ResponseTooLarge(HTTPError):
+    """A body being read into memory (`.content`, `read()` / `aread()`) grew over the
+    response's `max_content_size`; `limit` is that cap, in decoded bytes.
+
+    Reading stops at the cap: a compressed body is never inflated past it, and a streamed
+    response's connection is closed. Iterating the body (`iter_bytes()`, ...) has no cap.
+    """
+
+    def __init__(self, message: str, *, origin: str | None = None, limit: int = 0) -> None:
+        super().__init__(message, origin=origin)
+        self.limit = limit
+
+
 class TooManyRedirects(HTTPError):
-    """More redirects than allowed were followed."""
+    """A redirect chain grew longer than `max_redirects` (the message names its length and
+    the last URL)."""
+
+
+class RequestNotReplayable(HTTPError, RuntimeError):
+    """The request must be sent again (a 307/308 redirect, an auth challenge) but its body was
+    streamed from an iterator that is consumed: pass bytes to have it replayed."""
 
 
 class RetryError(HTTPError):

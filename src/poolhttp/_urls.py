@@ -154,6 +154,46 @@ class URL:
             url = "/" + url
         return URL(base + url)
 
+    def resolve(self, reference: str) -> URL:
+        """The target of `reference` (a redirect's Location, say) taken relative to this URL,
+        by the rules of RFC 3986 section 5.2: an absolute reference replaces it, `//host/...`
+        keeps the scheme, `/path` keeps the authority, `?q` keeps the path, anything else is
+        merged with this URL's path, and dot segments are removed.
+
+        >>> URL("http://a/b/c/d;p?q").resolve("../g")
+        URL('http://a/b/g')
+        >>> URL("http://a/b/c/d;p?q").resolve("//g/x")
+        URL('http://g/x')
+        >>> URL("http://a/b/c/d;p?q").resolve("?y")
+        URL('http://a/b/c/d;p?y')
+        """
+        if _ANY_SCHEME_RE.match(reference):
+            scheme, rest = reference.split(":", 1)
+            if rest.startswith("//"):
+                return URL(reference)
+            if scheme.lower() != self.origin.scheme:
+                raise InvalidURL(f"unsupported URL scheme {scheme.lower()!r} in {reference!r} "
+                                 "(poolhttp speaks http and https)", url=reference)
+            return self.resolve(rest)  # "http:g": the same scheme, a relative reference
+        reference, _, fragment = reference.partition("#")
+        fragment = f"#{fragment}" if _ else ""
+        scheme = self.origin.scheme
+        if reference.startswith("//"):
+            authority, slash, rest = reference[2:].partition("/")
+            return URL(f"{scheme}://{authority}{_remove_dots(slash + rest)}{fragment}")
+        path, _, query = reference.partition("?")
+        query = f"?{query}" if _ else ""
+        if not path:
+            path = self.path
+            if not query:
+                query = f"?{self.query}" if self.query else ""
+        elif path.startswith("/"):
+            path = _remove_dots(path)
+        else:
+            base = self.path[:self.path.rfind("/") + 1] if "/" in self.path else "/"
+            path = _remove_dots(base + path)
+        return URL(f"{scheme}://{self._netloc()}{path}{query}{fragment}")
+
     def _netloc(self) -> str:
         host = self.origin.host_header
         return f"{self.userinfo}@{host}" if self.userinfo else host
@@ -161,8 +201,25 @@ class URL:
     def __str__(self) -> str:
         return self._str
 
+    def __format__(self, spec: str) -> str:
+        """In f-strings (messages, logs) a password in the userinfo shows as "[secure]";
+        `str(url)` is the URL itself."""
+        return format(self.redacted, spec)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with the password of its userinfo, if any, replaced by "[secure]".
+
+        >>> URL("https://ada:s3cret@example.com/x").redacted
+        'https://ada:[secure]@example.com/x'
+        """
+        if ":" not in self.userinfo:
+            return self._str
+        user = self.userinfo.split(":", 1)[0]
+        return self._str.replace(f"//{self.userinfo}@", f"//{user}:[secure]@", 1)
+
     def __repr__(self) -> str:
-        return f"URL({self._str!r})"
+        return f"URL({self.redacted!r})"
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, URL):
@@ -176,6 +233,31 @@ class URL:
 
 
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_ANY_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")  # mailto:, ftp:, http:x
+
+
+def _remove_dots(path: str) -> str:
+    """RFC 3986 section 5.2.4: the path without "." and ".." segments."""
+    if "." not in path:
+        return path or "/"
+    output: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if len(output) > 1:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    joined = "/".join(output)
+    if path.startswith("/") and not joined.startswith("/"):
+        joined = "/" + joined
+    return joined or "/"
 
 
 def _parse_into(url: URL, text: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -59,6 +59,14 @@ class AsyncFacade:
         finally:
             self.call(context.__aexit__(None, None, None))
 
+    @property
+    def cookies(self) -> poolhttp.Cookies:
+        return self.client.cookies
+
+    @property
+    def headers(self) -> poolhttp.Headers:
+        return self.client.headers
+
     def stats(self) -> poolhttp.PoolStats:
         async def snapshot() -> poolhttp.PoolStats:
             return self.client.stats()
@@ -95,7 +103,12 @@ class StreamFacade:
         self.headers = response.headers
 
     def iter_bytes(self) -> Iterator[bytes]:
-        iterator = self.response.aiter_bytes()
+        return self._drive(self.response.aiter_bytes())
+
+    def iter_lines(self) -> Iterator[str]:
+        return self._drive(self.response.aiter_lines())
+
+    def _drive(self, iterator: AsyncGenerator[T, None]) -> Iterator[T]:
         try:
             while True:
                 try:

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._client_base import ClientBase, RequestContent
 from .._config import Limits, Retry, Timeout, TimeoutTypes
+from .._cookies import Cookies, CookieTypes
 from .._core.pool import PoolStats
 from .._exceptions import TransportError
 from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._retry import RetryPlan
+from .._steps import AuthTypes, Hook
 from .._tls import VerifyTypes
 from .._trace import Trace, emit
 from .._urls import URL, QueryParams
 from .connection import AsyncConnection
 from .pool import AsyncPool
+
+if TYPE_CHECKING:
+    from .._auth import Auth
+    from .._multipart import FilesTypes
 
 __all__ = ["AsyncClient"]
 
@@ -41,18 +48,27 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
     def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
                  limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
                  verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
-                 local_address: str | None = None, retries: Retry | int | None = 0) -> None:
+                 local_address: str | None = None, retries: Retry | int | None = 0,
+                 follow_redirects: bool = False, max_redirects: int = 20,
+                 cookies: CookieTypes | None = None, auth: AuthTypes = None,
+                 event_hooks: Mapping[str, Sequence[Hook]] | None = None,
+                 max_content_size: int | None = None) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
-                         local_address=local_address, retries=retries)
+                         local_address=local_address, retries=retries,
+                         follow_redirects=follow_redirects, max_redirects=max_redirects,
+                         cookies=cookies, auth=auth, event_hooks=event_hooks,
+                         max_content_size=max_content_size)
         self._pool = AsyncPool(self._config)
         self._closed = False
 
     async def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                       headers: HeaderTypes | None = None, content: RequestContent = None,
-                      data: Mapping[str, Any] | None = None, json: Any = None,
-                      timeout: TimeoutTypes | Timeout = None,
-                      trace: Trace | None = None) -> Response:
+                      data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+                      timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
+                      follow_redirects: bool | None = None, auth: AuthTypes = None,
+                      cookies: CookieTypes | None = None) -> Response:
         """Send a request and read the whole response body.
 
         `trace(event, info)`, if given, is called as the request goes: "connection.acquired"
@@ -60,17 +76,24 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         info["seconds"]; only when a connection is opened for this request), "request.sent",
         "response.headers" (info["status"]) and "response.complete". Every info has "time".
         """
-        request = self._build(method, url, params, headers, content, data, json,
+        request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=True)
-        return await self._send(request,
-                                self.timeout if timeout is None else Timeout.coerce(timeout),
-                                False, trace)
+        resolved = self.timeout if timeout is None else Timeout.coerce(timeout)
+        steps = self._steps
+        if follow_redirects is None and auth is None and cookies is None and steps.idle(request):
+            response = await self._send(request, resolved, False, trace)
+            steps.sniff(response)
+            return response
+        return await self._send_with_steps(request, resolved, False, trace,
+                                           *self._step_options(follow_redirects, auth, cookies))
 
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                headers: HeaderTypes | None = None, content: RequestContent = None,
-               data: Mapping[str, Any] | None = None, json: Any = None,
-               timeout: TimeoutTypes | Timeout = None,
-               trace: Trace | None = None) -> AsyncStreamContext:
+               data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+               timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
+               follow_redirects: bool | None = None, auth: AuthTypes = None,
+               cookies: CookieTypes | None = None) -> AsyncStreamContext:
         """Send a request; the response's body is read as you iterate it.
 
         >>> async with client.stream("GET", url) as response:      # doctest: +SKIP
@@ -80,9 +103,35 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         The connection returns to the pool when the body has been read to the end; leaving
         the block early closes it instead.
         """
-        request = self._build(method, url, params, headers, content, data, json,
+        request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=True)
-        return AsyncStreamContext(self, request, self._resolve_timeout(timeout), trace)
+        return AsyncStreamContext(self, request, self._resolve_timeout(timeout), trace,
+                                  self._step_options(follow_redirects, auth, cookies))
+
+    async def _send_with_steps(self, request: Request, timeout: Timeout, stream: bool,
+                               trace: Trace | None, follow: bool, auth: Auth | None,
+                               cookies: Cookies | None) -> Response:
+        """Drive the steps' flow (see _steps.py): hooks, then the request loop, per hop."""
+        steps = self._steps
+        flow = steps.flow(request, follow, auth, cookies)
+        request = next(flow)
+        while True:
+            for hook in steps.request_hooks:
+                await _maybe_await(hook(request))
+            response = await self._send(request, timeout, stream, trace)
+            try:
+                for hook in steps.response_hooks:
+                    await _maybe_await(hook(response))
+                following = flow.send(response)
+            except StopIteration as end:
+                result: Response = end.value
+                return result
+            except BaseException:
+                await response.aclose()
+                raise
+            await response.aread()  # kept in the history, or it answered an auth challenge
+            await response.aclose()
+            request = following
 
     async def _send(self, request: Request, timeout: Timeout, stream: bool,
                     trace: Trace | None) -> Response:
@@ -125,6 +174,8 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             except TransportError as exc:
                 outcome: Response | TransportError = exc
             else:
+                if self.max_content_size is not None:
+                    response.max_content_size = self.max_content_size
                 if not self._status_retries or not self._retries_status(response):
                     if trace is not None and not stream:
                         emit(trace, "response.complete", status=response.status_code)
@@ -175,10 +226,12 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
 class AsyncStreamContext:
     """`async with client.stream(...) as response:` — see AsyncClient.stream."""
 
-    __slots__ = ("_client", "_request", "_response", "_timeout", "_trace")
+    __slots__ = ("_client", "_request", "_response", "_steps", "_timeout", "_trace")
 
     def __init__(self, client: AsyncClient, request: Request, timeout: Timeout,
-                 trace: Trace | None) -> None:
+                 trace: Trace | None,
+                 steps: tuple[bool, Auth | None, Cookies | None]) -> None:
+        self._steps = steps
         self._trace = trace
         self._client = client
         self._request = request
@@ -186,11 +239,17 @@ class AsyncStreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._client._send(self._request, self._timeout, True,
-                                                  self._trace)
+        self._response = await self._client._send_with_steps(
+            self._request, self._timeout, True, self._trace, *self._steps)
         return self._response
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._response is not None:
             await self._response.aclose()
+
+
+async def _maybe_await(result: object) -> None:
+    """An event hook may be a coroutine function on AsyncClient: its result is awaited."""
+    if inspect.isawaitable(result):
+        await result

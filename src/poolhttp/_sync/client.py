@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._client_base import ClientBase, RequestContent
 from .._config import Limits, Retry, Timeout, TimeoutTypes
+from .._cookies import Cookies, CookieTypes
 from .._core.pool import PoolStats
 from .._exceptions import TransportError
 from .._headers import HeaderTypes
 from .._models import Request, Response
 from .._retry import RetryPlan
+from .._steps import AuthTypes, Hook
 from .._tls import VerifyTypes
 from .._trace import Trace, emit
 from .._urls import URL, QueryParams
 from .connection import SyncConnection
 from .pool import SyncPool
+
+if TYPE_CHECKING:
+    from .._auth import Auth
+    from .._multipart import FilesTypes
 
 __all__ = ["Client"]
 
@@ -39,29 +45,47 @@ class Client(ClientBase[Response]):
     def __init__(self, *, base_url: str | URL | None = None, headers: HeaderTypes | None = None,
                  limits: Limits = Limits(), timeout: TimeoutTypes = Timeout(),
                  verify: VerifyTypes = True, dns_ttl: float = 10.0, family: int = 0,
-                 local_address: str | None = None, retries: Retry | int | None = 0) -> None:
+                 local_address: str | None = None, retries: Retry | int | None = 0,
+                 follow_redirects: bool = False, max_redirects: int = 20,
+                 cookies: CookieTypes | None = None, auth: AuthTypes = None,
+                 event_hooks: Mapping[str, Sequence[Hook]] | None = None,
+                 max_content_size: int | None = None) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
-                         local_address=local_address, retries=retries)
+                         local_address=local_address, retries=retries,
+                         follow_redirects=follow_redirects, max_redirects=max_redirects,
+                         cookies=cookies, auth=auth, event_hooks=event_hooks,
+                         max_content_size=max_content_size)
         self._pool = SyncPool(self._config)
         self._closed = False
 
     def request(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                 headers: HeaderTypes | None = None, content: RequestContent = None,
-                data: Mapping[str, Any] | None = None, json: Any = None,
-                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None) -> Response:
+                data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
+                follow_redirects: bool | None = None, auth: AuthTypes = None,
+                cookies: CookieTypes | None = None) -> Response:
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
-        request = self._build(method, url, params, headers, content, data, json,
+        request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=False)
-        return self._send(request, self.timeout if timeout is None else Timeout.coerce(timeout),
-                          False, trace)
+        resolved = self.timeout if timeout is None else Timeout.coerce(timeout)
+        steps = self._steps
+        if follow_redirects is None and auth is None and cookies is None and steps.idle(request):
+            response = self._send(request, resolved, False, trace)
+            steps.sniff(response)
+            return response
+        return self._send_with_steps(request, resolved, False, trace,
+                                     *self._step_options(follow_redirects, auth, cookies))
 
     @contextmanager
     def stream(self, method: str, url: str | URL, *, params: QueryParams | None = None,
                headers: HeaderTypes | None = None, content: RequestContent = None,
-               data: Mapping[str, Any] | None = None, json: Any = None,
-               timeout: TimeoutTypes | Timeout = None,
-               trace: Trace | None = None) -> Iterator[Response]:
+               data: Mapping[str, Any] | None = None, files: FilesTypes | None = None,
+                json: Any = None,
+               timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
+               follow_redirects: bool | None = None, auth: AuthTypes = None,
+               cookies: CookieTypes | None = None) -> Iterator[Response]:
         """Send a request; the response's body is read as you iterate it.
 
         >>> with client.stream("GET", url) as response:             # doctest: +SKIP
@@ -71,13 +95,39 @@ class Client(ClientBase[Response]):
         The connection returns to the pool when the body has been read to the end; leaving
         the block early closes it instead.
         """
-        request = self._build(method, url, params, headers, content, data, json,
+        request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=False)
-        response = self._send(request, self._resolve_timeout(timeout), True, trace)
+        response = self._send_with_steps(request, self._resolve_timeout(timeout), True, trace,
+                                         *self._step_options(follow_redirects, auth, cookies))
         try:
             yield response
         finally:
             response.close()
+
+    def _send_with_steps(self, request: Request, timeout: Timeout, stream: bool,
+                         trace: Trace | None, follow: bool, auth: Auth | None,
+                         cookies: Cookies | None) -> Response:
+        """Drive the steps' flow (see _steps.py): hooks, then the request loop, per hop."""
+        steps = self._steps
+        flow = steps.flow(request, follow, auth, cookies)
+        request = next(flow)
+        while True:
+            for hook in steps.request_hooks:
+                hook(request)
+            response = self._send(request, timeout, stream, trace)
+            try:
+                for hook in steps.response_hooks:
+                    hook(response)
+                following = flow.send(response)
+            except StopIteration as end:
+                result: Response = end.value
+                return result
+            except BaseException:
+                response.close()
+                raise
+            response.read()  # kept in the history, or it answered an auth challenge
+            response.close()
+            request = following
 
     def _send(self, request: Request, timeout: Timeout, stream: bool,
               trace: Trace | None) -> Response:
@@ -106,6 +156,8 @@ class Client(ClientBase[Response]):
             except TransportError as exc:
                 outcome: Response | TransportError = exc
             else:
+                if self.max_content_size is not None:
+                    response.max_content_size = self.max_content_size
                 if not self._status_retries or not self._retries_status(response):
                     if trace is not None and not stream:
                         emit(trace, "response.complete", status=response.status_code)
