@@ -220,7 +220,7 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 TestPoolMachine = PoolMachine.TestCase
-TestPoolMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None,
+TestPoolMachine.settings = settings(max_examples=1000, stateful_step_count=80, deadline=None,
                                     suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -185,6 +185,8 @@ class PoolState:
                 continue
             conn.pooled = True
             self._give(conn, ticket)
+            if actions:  # closed expired ones on the way: their slots may be wanted
+                self._give_slots(now, actions)
             return actions
         ticket.seq = next(self._seq)
         move_ticket(ticket, WAITING)
@@ -193,7 +195,10 @@ class PoolState:
             self._n_busy += 1
         group.n_waiting += 1
         self.n_waiting += 1
+        closed_some = bool(actions)
         self._provide(group, now, actions, ticket)
+        if closed_some:  # slots of the idle connections closed above, beyond the one it took
+            self._give_slots(now, actions)
         return actions
 
     def connected(self, conn: Conn, now: float, capacity: int = 1) -> list[Action]:
