@@ -14,8 +14,9 @@ response the caller gets. The client drives it (AsyncClient awaits, Client block
 Per hop: the `Cookie` header is derived from the jar for that hop's URL (with the request's
 own `cookies=`); auth runs its flow (a 401 may be answered with a new request); `Set-Cookie`
 of every response is stored; a redirect (when followed) gives the next hop. Auth applies to
-hops on the first request's origin only: credentials never follow a redirect to another
-origin, and credentials in a URL's userinfo are Basic auth for that URL's hop.
+hops on the first request's origin only, and so do the request's own `cookies=`: credentials
+never follow a redirect to another origin; credentials in a URL's userinfo are Basic auth for
+that URL's hop.
 
 A request with none of these (no redirects to follow, no auth, an empty jar and no hooks) never
 enters the flow: the client sends it directly and only looks for `Set-Cookie` in the raw header
@@ -129,10 +130,12 @@ class Steps:
         redirects = RedirectPlan(self.max_redirects) if follow else None
         first = request.url.origin
         while True:
-            hop_auth = auth if request.url.origin == first else None
+            same_origin = request.url.origin == first
+            hop_auth = auth if same_origin else None
             if request.url.userinfo:
                 hop_auth = _userinfo_auth(request.url.userinfo)
-            response = yield from self._hop(request, hop_auth, cookies)
+            # A request's own cookies= go to its own origin only, like its auth.
+            response = yield from self._hop(request, hop_auth, cookies if same_origin else None)
             response.history = list(history)
             following = redirects.next_request(request, response) if redirects else None
             if following is None:

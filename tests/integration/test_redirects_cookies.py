@@ -268,3 +268,13 @@ def test_default_headers_can_be_removed(client_kind: str,
         for name in ("Accept-Encoding", "User-Agent", "Accept"):
             del client.headers[name]
         assert client.get(server.url("/")).content == b"host"
+
+
+def test_request_cookies_do_not_follow_to_another_origin(
+        client_kind: str, scripted_server: ServerFactory) -> None:
+    servers = scripted_server.multi(cookie_server)
+    other = servers.url("/", 1)
+    with make_client(client_kind, follow_redirects=True) as client:
+        response = client.get(servers.url(f"/to-other?{other}", 0), cookies={"token": "t"})
+    assert response.content == b"cookie=None"
+    assert servers[0].received[0].get("cookie") == "token=t"
