@@ -198,7 +198,14 @@ class Headers(MutableMapping[str, str]):
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"Headers({self.multi_items()!r})"
+        """Credentials (Authorization, Proxy-Authorization, Cookie, Set-Cookie) show as
+        "[secure]": a repr ends up in logs and tracebacks."""
+        items = [(name, "[secure]" if name.lower() in _SECRET else value)
+                 for name, value in self.multi_items()]
+        return f"Headers({items!r})"
+
+
+_SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
 
 def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:

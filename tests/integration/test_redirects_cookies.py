@@ -3,6 +3,8 @@ against scripted servers (exact Location and Set-Cookie bytes, loops, cross-orig
 
 from __future__ import annotations
 
+import gzip
+import time
 from typing import Any
 
 import pytest
@@ -278,3 +280,42 @@ def test_request_cookies_do_not_follow_to_another_origin(
         response = client.get(servers.url(f"/to-other?{other}", 0), cookies={"token": "t"})
     assert response.content == b"cookie=None"
     assert servers[0].received[0].get("cookie") == "token=t"
+
+
+def set_cookie_edges(request: ReceivedRequest) -> Reply:
+    if request.path == "/set":
+        return Reply.ok(b"", headers=[
+            ("Set-Cookie", "secure_only=1; Secure; Path=/"),
+            ("Set-Cookie", "elsewhere=1; Domain=other.example; Path=/"),
+            ("Set-Cookie", "short=1; Max-Age=1; Path=/"),
+            ("Set-Cookie", "plain=1; Path=/")])
+    return Reply.ok(f"cookie={request.get('cookie')}".encode())
+
+
+def test_set_cookie_rules(client_kind: str, scripted_server: ServerFactory) -> None:
+    """Secure cookies never go over plain http; a Domain the host does not belong to is
+    refused; Max-Age expires."""
+    server = scripted_server(set_cookie_edges)
+    with make_client(client_kind) as client:
+        client.get(server.url("/set"))
+        sent = client.get(server.url("/")).content
+        assert b"plain=1" in sent
+        assert b"short=1" in sent
+        assert b"secure_only" not in sent
+        assert b"elsewhere" not in sent
+        assert "elsewhere" not in client.cookies
+        time.sleep(1.1)
+        assert client.get(server.url("/")).content == b"cookie=plain=1"
+
+
+def test_max_content_size_caps_a_decoded_body(client_kind: str,
+                                              scripted_server: ServerFactory) -> None:
+    body = gzip.compress(b"x" * 100_000)
+    server = scripted_server(lambda request: Reply.ok(body,
+                                                      headers={"Content-Encoding": "gzip"}))
+    with make_client(client_kind, max_content_size=10_000) as client:
+        response = client.get(server.url("/"))
+        with pytest.raises(poolhttp.ResponseTooLarge):
+            _ = response.content
+    with make_client(client_kind) as client:
+        assert len(client.get(server.url("/")).content) == 100_000

@@ -317,3 +317,13 @@ def test_every_value_is_found_under_any_case_of_its_name(pairs: list[tuple[str, 
         assert headers[name.upper()] == ", ".join(expected)
     assert len(headers) == len({name.lower() for name, _ in pairs})
     assert headers.raw == [(n.encode(), v.encode()) for n, v in pairs]
+
+
+def test_repr_hides_credentials() -> None:
+    headers = Headers([("Authorization", "Bearer s3cret"), ("Cookie", "session=abc"),
+                       ("Accept", "*/*")])
+    text = repr(headers)
+    assert "s3cret" not in text
+    assert "abc" not in text
+    assert "'accept', '*/*'" in text
+    assert headers["authorization"] == "Bearer s3cret"  # only the repr hides it
