@@ -338,49 +338,11 @@ ASYNC_ADAPTERS: dict[str, type[Any]] = {
 
 
 # -- sync ----------------------------------------------------------------------------------
-class PoolhttpSync:
-    def __init__(self, job: dict[str, Any]) -> None:
-        import poolhttp
+class _HttpxShapedSync:
+    """The blocking clients whose calls have httpx's shape (poolhttp, httpx, httpr): the
+    workloads' calls, once; each subclass makes `self.client`."""
 
-        if not hasattr(poolhttp, "Client"):
-            raise RuntimeError("poolhttp.Client does not exist in this build of poolhttp")
-        self.client = poolhttp.Client(
-            limits=poolhttp.Limits(max_connections=job["max_connections"],
-                                   max_connections_per_host=job["per_host"]),
-            timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"])
-
-    def get(self, url: str) -> tuple[int, int]:
-        response = self.client.get(url)
-        return response.status_code, len(response.content)
-
-    def post(self, url: str) -> tuple[int, int]:
-        response = self.client.post(url, json=POST_PAYLOAD)
-        return response.status_code, len(response.content)
-
-    def stream(self, url: str) -> tuple[int, int]:
-        n = 0
-        with self.client.stream("GET", url) as response:
-            for chunk in response.iter_bytes():
-                n += len(chunk)
-        return response.status_code, n
-
-    def close(self) -> None:
-        self.client.close()
-
-    def info(self) -> dict[str, Any]:
-        s = self.client.stats()
-        return {"pool": {"created": s.created, "reused": s.reused, "closed": s.closed,
-                         "connections": s.connections, "idle": s.idle}}
-
-
-class HttpxSync:
-    def __init__(self, job: dict[str, Any]) -> None:
-        import httpx
-
-        limit = job["max_connections"]
-        self.client = httpx.Client(
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            timeout=TIMEOUT, verify=_tls_context(job), trust_env=False)
+    client: Any
 
     def get(self, url: str) -> tuple[int, int]:
         response = self.client.get(url)
@@ -402,6 +364,35 @@ class HttpxSync:
 
     def info(self) -> dict[str, Any]:
         return {}
+
+
+class PoolhttpSync(_HttpxShapedSync):
+    def __init__(self, job: dict[str, Any]) -> None:
+        import poolhttp
+
+        if not hasattr(poolhttp, "Client"):
+            raise RuntimeError("poolhttp.Client does not exist in this build of poolhttp")
+        self.client = poolhttp.Client(
+            limits=poolhttp.Limits(max_connections=job["max_connections"],
+                                   max_connections_per_host=job["per_host"]),
+            timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"])
+
+
+    def info(self) -> dict[str, Any]:
+        s = self.client.stats()
+        return {"pool": {"created": s.created, "reused": s.reused, "closed": s.closed,
+                         "connections": s.connections, "idle": s.idle}}
+
+
+class HttpxSync(_HttpxShapedSync):
+    def __init__(self, job: dict[str, Any]) -> None:
+        import httpx
+
+        limit = job["max_connections"]
+        self.client = httpx.Client(
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            timeout=TIMEOUT, verify=_tls_context(job), trust_env=False)
+
 
 
 class _RequestsLike:
@@ -536,7 +527,7 @@ class PyreqwestSync:
         return {}
 
 
-class HttprSync:
+class HttprSync(_HttpxShapedSync):
     """httpr's blocking Client (reqwest underneath), shared by the threads. It has no setting
     for the pool's size: the threads bound the connections."""
 
@@ -545,26 +536,6 @@ class HttprSync:
 
         self.client = httpr.Client(timeout=TIMEOUT, ca_cert_file=job["ca"])
 
-    def get(self, url: str) -> tuple[int, int]:
-        response = self.client.get(url)
-        return response.status_code, len(response.content)
-
-    def post(self, url: str) -> tuple[int, int]:
-        response = self.client.post(url, json=POST_PAYLOAD)
-        return response.status_code, len(response.content)
-
-    def stream(self, url: str) -> tuple[int, int]:
-        n = 0
-        with self.client.stream("GET", url) as response:
-            for chunk in response.iter_bytes():
-                n += len(chunk)
-            return response.status_code, n
-
-    def close(self) -> None:
-        self.client.close()
-
-    def info(self) -> dict[str, Any]:
-        return {}
 
 
 SYNC_ADAPTERS: dict[str, type[Any]] = {
