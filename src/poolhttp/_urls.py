@@ -260,24 +260,34 @@ def _remove_dots(path: str) -> str:
     return joined or "/"
 
 
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^/?#@:]*):[^/?#@]*@")
+
+
+def _redact(text: str) -> str:
+    """`text` with the password of a userinfo, if any, replaced by "[secure]"."""
+    return _USERINFO_PASSWORD.sub(r"\1:[secure]@", text, count=1)
+
+
 def _parse_into(url: URL, text: str) -> None:
+    shown = _redact(text)  # what messages quote: never a password
     if _FORBIDDEN.search(text):
-        raise InvalidURL(f"URL contains a control character (CR, LF, NUL, ...): {text!r}",
-                         url=text)
+        raise InvalidURL(f"URL contains a control character (CR, LF, NUL, ...): {shown!r}",
+                         url=shown)
     if not _SCHEME_RE.match(text):
-        raise InvalidURL(f"URL has no scheme (expected http:// or https://): {text!r}", url=text)
+        raise InvalidURL(f"URL has no scheme (expected http:// or https://): {shown!r}",
+                         url=shown)
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"invalid URL {text!r}: {exc}", url=text) from exc
+        raise InvalidURL(f"invalid URL {shown!r}: {exc}", url=shown) from exc
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise InvalidURL(f"unsupported URL scheme {scheme!r} in {text!r} "
-                         "(poolhttp speaks http and https)", url=text)
+        raise InvalidURL(f"unsupported URL scheme {scheme!r} in {shown!r} "
+                         "(poolhttp speaks http and https)", url=shown)
     if port == 0:  # urlsplit takes 0 to 65535; nothing listens on port 0
-        raise InvalidURL(f"invalid port 0 in URL {text!r} (1 to 65535)", url=text)
-    host = _normalise_host(parts.hostname or "", text)
+        raise InvalidURL(f"invalid port 0 in URL {shown!r} (1 to 65535)", url=shown)
+    host = _normalise_host(parts.hostname or "", shown)
     origin = _intern_origin(scheme, host, port if port is not None else DEFAULT_PORTS[scheme])
     path = parts.path or "/"
     if _NEEDS_QUOTING.search(path):

@@ -42,3 +42,20 @@ def test_absolute_and_network_path_references() -> None:
 def test_another_scheme_is_refused_by_name() -> None:
     with pytest.raises(poolhttp.InvalidURL, match="unsupported URL scheme 'mailto'"):
         URL("http://a/b").resolve("mailto:x@y")
+
+
+@pytest.mark.parametrize("text", ["http://ada:s3cret@host:0/x", "http://ada:s3cret@/x",
+                                  "ftp://ada:s3cret@h/", "http://ada:s3cret@ho st/"])
+def test_errors_never_quote_a_password(text: str) -> None:
+    with pytest.raises(poolhttp.InvalidURL) as info:
+        URL(text)
+    assert "s3cret" not in str(info.value)
+    assert "s3cret" not in str(info.value.url)
+    assert "ada:[secure]@" in str(info.value)
+
+
+def test_repr_and_format_hide_the_password_str_keeps_it() -> None:
+    url = URL("https://ada:s3cret@example.com/x")
+    assert "s3cret" not in repr(url)
+    assert "s3cret" not in f"{url}"
+    assert str(url) == "https://ada:s3cret@example.com/x"
