@@ -269,10 +269,11 @@ class ClientBase(Generic[R]):
         extra = encode_header_pairs(headers) if headers else []
         if content is None and data is None and json is None and files is None:  # no body
             return Request.build(method, target, extra, self._headers.raw, None, None)
-        body, stream, content_type = _encode_body(content, data, json, files, allow_async_body)
+        body, stream, content_type, length = _encode_body(content, data, json, files,
+                                                          allow_async_body)
         if content_type is not None and not any(n.lower() == b"content-type" for n, _ in extra):
             extra.append((b"Content-Type", content_type))
-        return Request.build(method, target, extra, self._headers.raw, body, stream)
+        return Request.build(method, target, extra, self._headers.raw, body, stream, length)
 
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"this {type(self).__name__} is closed; create a new one "
@@ -292,9 +293,10 @@ def _tls_identity(verify: object) -> object:
 
 def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: Any,
                  files: FilesTypes | None,
-                 allow_async: bool) -> tuple[bytes | None, Any, bytes | None]:
-    """(body bytes, streamed body, Content-Type) from the content=/data=/json=/files=
-    arguments. files= (with data= as its form fields) is multipart, streamed."""
+                 allow_async: bool) -> tuple[bytes | None, Any, bytes | None, int | None]:
+    """(body bytes, streamed body, Content-Type, the streamed body's size if known) from the
+    content=/data=/json=/files= arguments. files= (with data= as its form fields) is
+    multipart, streamed, with a Content-Length when every part's size is known."""
     if files is not None:
         if content is not None or json is not None:
             raise InvalidRequest("files= goes with data= (form fields), not with content= "
@@ -302,7 +304,7 @@ def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: 
         from ._multipart import encode_multipart  # only for uploads: kept off the import
 
         encoding = encode_multipart(data, files)
-        return None, encoding.stream, encoding.content_type
+        return None, encoding.stream, encoding.content_type, encoding.content_length
     given = [name for name, value in (("content", content), ("data", data), ("json", json))
              if value is not None]
     if len(given) > 1:
@@ -312,25 +314,25 @@ def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: 
             body = _JSON.encode(json).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"json= is not JSON-serialisable: {exc}") from exc
-        return body, None, b"application/json"
+        return body, None, b"application/json", None
     if data is not None:
         if not isinstance(data, Mapping):
             raise InvalidRequest(f"data= must be a mapping of form fields, not "
                                  f"{type(data).__name__}; use content= for raw bytes")
-        return encode_params(data).encode("ascii"), None, b"application/x-www-form-urlencoded"
+        return encode_params(data).encode("ascii"), None, b"application/x-www-form-urlencoded", None
     if content is None:
-        return None, None, None
+        return None, None, None, None
     if isinstance(content, bytes):
-        return content, None, None
+        return content, None, None, None
     if isinstance(content, (bytearray, memoryview)):
-        return bytes(content), None, None
+        return bytes(content), None, None, None
     if isinstance(content, str):
-        return content.encode("utf-8"), None, b"text/plain; charset=utf-8"
+        return content.encode("utf-8"), None, b"text/plain; charset=utf-8", None
     if isinstance(content, AsyncIterable):
         if not allow_async:
             raise InvalidRequest("an async iterable body needs the AsyncClient")
-        return None, content, None
+        return None, content, None, None
     if isinstance(content, Iterable) and not isinstance(content, (Mapping, set, frozenset)):
-        return None, content, None
+        return None, content, None, None
     raise InvalidRequest(f"content= must be bytes, str or an iterable of bytes, not "
                          f"{type(content).__name__} (use json= for JSON, data= for forms)")

@@ -60,7 +60,7 @@ class Request:
     """
 
     __slots__ = ("_base_headers", "_headers", "content", "extra_headers", "method", "stream",
-                 "url")
+                 "stream_length", "url")
 
     def __init__(self, method: str, url: URL | str, *, headers: HeaderTypes | None = None,
                  content: bytes | None = None) -> None:
@@ -70,12 +70,13 @@ class Request:
         self._base_headers: list[tuple[bytes, bytes]] = []
         self.content = content
         self.stream: Any = None
+        self.stream_length: int | None = None  # a streamed body's size, when it is known
         self._headers: Headers | None = None
 
     @classmethod
     def build(cls, method: str, url: URL, extra_headers: list[tuple[bytes, bytes]],
               base_headers: list[tuple[bytes, bytes]], content: bytes | None,
-              stream: Any) -> Request:
+              stream: Any, stream_length: int | None = None) -> Request:
         """The client's constructor: arguments already validated."""
         request = cls.__new__(cls)
         request.method = method
@@ -84,6 +85,7 @@ class Request:
         request._base_headers = base_headers
         request.content = content
         request.stream = stream
+        request.stream_length = stream_length
         request._headers = None
         return request
 

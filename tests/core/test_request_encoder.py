@@ -71,3 +71,12 @@ def test_a_request_whose_headers_were_edited_is_sent_as_edited() -> None:
     data, _ = RequestEncoder().encode(request)
     assert data == (b"GET / HTTP/1.1\r\nHost: a.example\r\nUser-Agent: t/1\r\nAccept: */*\r\n"
                     b"X-Step: 1\r\n\r\n")
+
+
+def test_a_streamed_body_of_known_size_has_a_content_length() -> None:
+    request = Request.build("POST", URL("http://a.example/"), [], DEFAULTS, None,
+                            iter([b"ab", b"c"]), 3)
+    head, rest = RequestEncoder().encode(request)
+    assert head.endswith(b"Content-Length: 3\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert rest is None

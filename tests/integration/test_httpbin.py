@@ -86,6 +86,9 @@ def test_files_with_form_fields(client: Any, base: str) -> None:
     assert body["form"] == {"title": "q3"}
     assert body["files"]["report"] == "a,b\n1,2\n"
     assert body["headers"]["Content-Type"].startswith("multipart/form-data; boundary=")
+    # Every part's size is known (bytes, a seekable file): a Content-Length, not chunked.
+    assert int(body["headers"]["Content-Length"]) > 0
+    assert "Transfer-Encoding" not in body["headers"]
 
 
 def test_event_hooks_see_every_hop(client_kind: str, httpbin: Httpbin) -> None:

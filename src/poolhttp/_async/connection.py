@@ -138,7 +138,8 @@ class AsyncConnection(asyncio.Protocol):
                     if not await self._write_chunk(transport, exchange, chunk):
                         return
             if self.exchange is exchange:
-                transport.write(b"0\r\n\r\n")
+                if exchange.request.stream_length is None:
+                    transport.write(b"0\r\n\r\n")
                 exchange.request_sent = True
         except TransportError:
             raise
@@ -157,9 +158,12 @@ class AsyncConnection(asyncio.Protocol):
         if self.exchange is not exchange:
             return False
         if chunk:
-            transport.write(b"%x\r\n" % len(chunk))
-            transport.write(chunk)
-            transport.write(b"\r\n")
+            if exchange.request.stream_length is not None:  # Content-Length sent: no framing
+                transport.write(chunk)
+            else:
+                transport.write(b"%x\r\n" % len(chunk))
+                transport.write(chunk)
+                transport.write(b"\r\n")
         if self._write_paused:
             waiter = self._drain_waiter = self._loop.create_future()
             await waiter

@@ -390,8 +390,8 @@ class RequestEncoder:
     def encode(self, request: Request) -> tuple[bytes, bytes | None]:
         method = request.method
         body = request.content
-        if request.stream is not None:
-            length: int | None = None
+        if request.stream is not None:  # chunked, unless its size is known
+            length: int | None = request.stream_length
         elif body is not None:
             length = len(body)
         else:

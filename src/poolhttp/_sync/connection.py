@@ -178,16 +178,18 @@ class SyncConnection:
         if body is not None:
             return self._send_watching(body, write_timeout, deadline)
         assert request.stream is not None
+        sized = request.stream_length is not None  # Content-Length sent: no chunk framing
         for chunk in request.stream:
             if isinstance(chunk, str):
                 chunk = chunk.encode("utf-8")
             if not isinstance(chunk, (bytes, bytearray, memoryview)):
                 raise WriteError(f"body chunks must be bytes, not {type(chunk).__name__}",
                                  origin=self.origin)
-            if chunk and not self._send_watching(b"%x\r\n%s\r\n" % (len(chunk), chunk),
+            framed = chunk if sized else b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            if chunk and not self._send_watching(framed,
                                                  write_timeout, deadline):
                 return False
-        return self._send_watching(b"0\r\n\r\n", write_timeout, deadline)
+        return sized or self._send_watching(b"0\r\n\r\n", write_timeout, deadline)
 
     def _send_watching(self, data: bytes | bytearray | memoryview, write_timeout: float | None,
                        deadline: float | None) -> bool:
