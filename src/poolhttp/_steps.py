@@ -25,6 +25,7 @@ block of its response.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import unquote
@@ -42,6 +43,7 @@ __all__ = ["AuthTypes", "Hook", "Steps", "coerce_auth"]
 Hook = Callable[..., Any]  # called with the Request or the Response; may return an awaitable
 AuthTypes = Union["Auth", tuple[str, str], None]
 Flow = Generator[Request, Response, Response]
+_JAR_LOCK = threading.Lock()
 
 
 def coerce_auth(auth: object) -> Auth | None:
@@ -101,7 +103,9 @@ class Steps:
     @property
     def cookies(self) -> Cookies:
         if self._jar is None:
-            self._jar = Cookies()
+            with _JAR_LOCK:  # threads of one Client may get here together: one jar for all
+                if self._jar is None:
+                    self._jar = Cookies()
         return self._jar
 
     @cookies.setter
