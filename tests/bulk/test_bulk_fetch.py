@@ -140,17 +140,17 @@ def test_one_busy_origin_does_not_stall_the_window() -> None:
     run(main())
 
 
-def test_per_host_rate_limit_is_roughly_respected() -> None:
-    async def main() -> None:
-        async with LocalServer(hosts=2) as server, poolhttp.AsyncClient() as client:
-            urls = [f"{server.origins[i % 2]}/r/{i}" for i in range(16)]
-            started = time.monotonic()
-            results = await collect(client, urls, rate=20.0)
-            elapsed = time.monotonic() - started
-            assert len(results) == 16
-            # 8 per origin at 20/s: the 8th starts 7 * 50 ms after the first
-            assert 0.3 <= elapsed < 3.0
-    run(main())
+async def test_per_host_rate_limit_is_roughly_respected() -> None:
+    """On both loops (uvloop's call_at returns a plain Handle for a time already due)."""
+    async with LocalServer(hosts=2) as server, poolhttp.AsyncClient() as client:
+        urls = [f"{server.origins[i % 2]}/r/{i}" for i in range(16)]
+        started = time.monotonic()
+        results = await collect(client, urls, rate=20.0)
+        elapsed = time.monotonic() - started
+        assert len(results) == 16
+        assert all(r.status == 200 for r in results)
+        # 8 per origin at 20/s: the 8th starts 7 * 50 ms after the first
+        assert 0.3 <= elapsed < 3.0
 
 
 def test_async_iterable_input_fed_from_results() -> None:
@@ -249,3 +249,13 @@ def test_defaults_shrink_to_the_clients_pool() -> None:
             assert len(await collect(client, urls)) == 20
             assert server.stats.max_in_flight <= 2
     run(main())
+
+
+async def test_a_fast_rate_with_timers_already_due() -> None:
+    """A high per-origin rate arms wake-ups that are due at once: on uvloop call_at then gives
+    a plain Handle (no when()), which crashed the run."""
+    async with LocalServer() as server, poolhttp.AsyncClient() as client:
+        urls = [f"{server.origins[0]}/r/{i}" for i in range(300)]
+        results = await collect(client, urls, rate=2000.0, concurrency=8)
+        assert len(results) == 300
+        assert all(r.status == 200 for r in results)

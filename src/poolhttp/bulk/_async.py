@@ -99,7 +99,8 @@ class _Run:
         self._tasks: set[asyncio.Task[None]] = set()
         self._feeder_waiter: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_when = 0.0
         self._feeder = loop.create_task(self._feed(), name="poolhttp.fetch_many feeder")
 
     # -- the consumer's side -----------------------------------------------------------------
@@ -144,12 +145,15 @@ class _Run:
         """Wake up when a rate-limited origin becomes due (one timer for the whole run)."""
         when = self.window.next_wakeup()
         if self._timer is not None:
-            if when is not None and self._timer.when() == when:
+            # Compared with the time we asked for: uvloop's call_at returns a plain Handle,
+            # with no when(), for a time already due.
+            if when is not None and self._timer_when == when:
                 return
             self._timer.cancel()
             self._timer = None
         if when is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer_when = when
 
     def _on_timer(self) -> None:
         self._timer = None
