@@ -274,6 +274,12 @@ def _parse_into(url: URL, text: str) -> None:
         raise InvalidURL(f"URL contains a control character (CR, LF, NUL, ...): {shown!r}",
                          url=shown)
     if not _SCHEME_RE.match(text):
+        other = _ANY_SCHEME_RE.match(text)
+        scheme = other.group(0)[:-1].lower() if other else ""
+        after = text[len(scheme) + 1:len(scheme) + 2]
+        if other and scheme not in DEFAULT_PORTS and not after.isdigit():  # not host:port
+            raise InvalidURL(f"unsupported URL scheme {scheme!r} in {shown!r} "
+                             "(poolhttp speaks http and https)", url=shown)
         raise InvalidURL(f"URL has no scheme (expected http:// or https://): {shown!r}",
                          url=shown)
     try:

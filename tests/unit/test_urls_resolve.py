@@ -59,3 +59,15 @@ def test_repr_and_format_hide_the_password_str_keeps_it() -> None:
     assert "s3cret" not in repr(url)
     assert "s3cret" not in f"{url}"
     assert str(url) == "https://ada:s3cret@example.com/x"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("mailto:x@y", "unsupported URL scheme 'mailto'"),
+    ("javascript:alert(1)", "unsupported URL scheme 'javascript'"),
+    ("example.com:8080/x", "URL has no scheme"),  # a host and port, not a scheme
+    ("localhost/x", "URL has no scheme"),
+])
+def test_an_other_scheme_is_named_and_host_port_is_not_taken_for_one(text: str,
+                                                                   message: str) -> None:
+    with pytest.raises(poolhttp.InvalidURL, match=message):
+        URL(text)
