@@ -252,3 +252,12 @@ def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "complete" in out
     assert query(db, "SELECT count(*), count(DISTINCT line) FROM results") == [(400, 400)]
     assert query(db, "SELECT count(*) FROM results WHERE status = 404") == [(4,)]
+
+
+def test_error_counts_are_singular_and_plural() -> None:
+    from poolhttp.cli._report import _count
+
+    assert _count(1, "error") == "1 error"
+    assert _count(2, "error") == "2 errors"
+    assert _count(1234, "error") == "1,234 errors"
+    assert _count(0, "error") == "0 errors"

@@ -140,7 +140,7 @@ class BarReporter:
         done = stats.done + stats.skipped
         self._progress.update(
             self._task, completed=done, rate=f"{self._rate(stats.done):,.0f} req/s",
-            errors=f"{stats.failed:,} errors" if stats.failed else "", pool=_pool_text(pool))
+            errors=_count(stats.failed, "error") if stats.failed else "", pool=_pool_text(pool))
 
     def log(self, message: str) -> None:
         self._progress.console.print(message, markup=False, highlight=False)
@@ -170,7 +170,7 @@ class PlainReporter:
         else:
             where = f"{done:,}"
         line = (f"[{time.strftime('%H:%M:%S')}] fetched {where} · "
-                f"{self._rate(stats.done):,.0f} req/s · {stats.failed:,} errors")
+                f"{self._rate(stats.done):,.0f} req/s · {_count(stats.failed, 'error')}")
         if pool is not None:
             line += " · " + _pool_text(pool)
         print(line, file=self._file, flush=True)
@@ -277,3 +277,8 @@ def render_summary(file: IO[str], title: str, rows: list[tuple[str, str]]) -> No
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 error', '2 errors', '1,234 errors'."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
