@@ -206,6 +206,8 @@ def test_get_verbose_shows_the_exchange_and_timings(
     assert "* connection  new" in text
     for phase in ("* dns", "* connect", "* tls         - (http)", "* first byte", "* total"):
         assert phase in text
+    assert "* dns         - (an IP address)" in text  # 127.0.0.1: nothing was looked up
+    assert "(cached)" not in text
 
 
 def test_get_failures(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> None:

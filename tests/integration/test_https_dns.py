@@ -195,3 +195,20 @@ def test_ipv6_literal_url(client_kind: str, nginx: Nginx) -> None:
         stats = client.stats()
     assert response.content == b"hello\n"
     assert list(stats.per_host) == [f"http://[::1]:{url.rsplit(':', 1)[1].rstrip('/')}"]
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop"])
+async def test_trace_seconds_are_finer_than_the_loop_clock(loop_kind: str,
+                                                           nginx: Nginx) -> None:
+    """uvloop's clock ticks in milliseconds; the connect phases' `seconds` must not."""
+    seen: list[float] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event in ("dns.resolved", "tcp.connected"):
+            seen.append(info["seconds"])
+
+    async with poolhttp.AsyncClient(limits=poolhttp.Limits(max_keepalive_connections=0)) as c:
+        for _ in range(5):
+            await c.get(nginx.url("/"), trace=trace)
+    assert len(seen) == 10
+    assert any(round(s * 1000, 9) % 1 for s in seen), seen  # not all whole milliseconds

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 from threading import get_ident
+from time import perf_counter  # the trace's seconds: the loop's clock may tick in ms
 from typing import TYPE_CHECKING
 
 from .._core.connect import ConnectPlan, DnsKey, RequestTicket, addresses_of, lookup_error
@@ -205,7 +206,7 @@ class AsyncPool:
         request (the policy in _core/connect.py), then report the outcome to the core."""
         loop = self.loop
         plan = ConnectPlan(ticket.origin, self.config.family, ticket.timeout, ticket.deadline,
-                           self._dns, loop.time())
+                           self._dns, loop.time(), mark=perf_counter())
         task = asyncio.current_task()
         assert task is not None
         timed_out = False
@@ -257,7 +258,7 @@ class AsyncPool:
                          trace: Trace | None) -> None:
         """TCP connect to the first address that answers, then TLS if https."""
         loop = self.loop
-        info = plan.resolved(await self._resolve(plan), loop.time())
+        info = plan.resolved(await self._resolve(plan), perf_counter())
         if trace is not None:
             emit(trace, "dns.resolved", **info)
         while (address := plan.next_address(loop.time())) is not None:
@@ -278,14 +279,14 @@ class AsyncPool:
             break
         else:
             raise plan.error()
-        info = plan.connected(address, loop.time())
+        info = plan.connected(address, perf_counter())
         if trace is not None:
             emit(trace, "tcp.connected", **info)
         await self._handshake(plan, proto, sock)
         if trace is not None and plan.origin.is_tls and proto.transport is not None:
             ssl_object = proto.transport.get_extra_info("ssl_object")
             emit(trace, "tls.handshake", **plan.handshake(
-                ssl_object.version() if ssl_object is not None else None, loop.time()))
+                ssl_object.version() if ssl_object is not None else None, perf_counter()))
 
     async def _handshake(self, plan: ConnectPlan, proto: AsyncConnection,
                          sock: socket.socket) -> None:

@@ -71,11 +71,12 @@ class RequestTicket(Ticket):
 class ConnectPlan:
     """The addresses one connect tries, the failures it met, and the error it ends with."""
 
-    __slots__ = ("_addresses", "_dns", "_errors", "_lookups", "_mark", "_next", "_timed_out",
+    __slots__ = ("_addresses", "_dns", "_errors", "_literal", "_lookups", "_mark", "_next",
+                 "_timed_out",
                  "by_total", "dns_key", "end", "limit", "origin", "total")
 
     def __init__(self, origin: Origin, family: int, timeout: Timeout, deadline: float | None,
-                 dns: DnsCache, now: float) -> None:
+                 dns: DnsCache, now: float, *, mark: float | None = None) -> None:
         self.origin = origin
         self.dns_key: DnsKey = (origin.host, origin.port, family)
         self.limit = timeout.connect
@@ -86,7 +87,11 @@ class ConnectPlan:
         self.end = deadline if self.by_total else end  # None: no bound at all
         self._dns = dns
         self._lookups = dns.lookups  # a look-up made meanwhile means the answer was not cached
-        self._mark = now  # when the last step began, for the trace's `seconds`
+        # When the last step began, for the trace's `seconds`. `mark` (with the `now` given to
+        # resolved/connected/handshake) may be a finer clock than the deadlines' one: the
+        # event loop's may tick in milliseconds.
+        self._mark = now if mark is None else mark
+        self._literal = False
         self._addresses: list[Address] = []
         self._next = 0
         self._errors: list[str] = []
@@ -100,6 +105,7 @@ class ConnectPlan:
         literal = literal_address(host, port, family)
         if literal is None:
             return self._dns.get(self.dns_key, now)
+        self._literal = True
         if not literal:
             raise ConnectError(f"{host} is not an address of the requested family",
                                origin=self.origin.key)
@@ -109,8 +115,8 @@ class ConnectPlan:
         """Try `addresses`, in their order; returns the info of the "dns.resolved" event."""
         self._addresses = addresses
         self._next = 0
-        return {"seconds": self._lap(now), "addresses": addresses,
-                "cached": self._dns.lookups == self._lookups}
+        return {"seconds": self._lap(now), "addresses": addresses, "literal": self._literal,
+                "cached": not self._literal and self._dns.lookups == self._lookups}
 
     def next_address(self, now: float) -> Address | None:
         """The next address to connect to, or None when none is left or the time is up

@@ -36,6 +36,7 @@ class Timings:
     total: float | None = None
     dns: float | None = None
     dns_cached: bool | None = None
+    dns_literal: bool = False
     connect: float | None = None
     tls: float | None = None
     reused: bool | None = None
@@ -48,6 +49,7 @@ class Timings:
         if event == "dns.resolved":
             self.dns = info.get("seconds")
             self.dns_cached = info.get("cached")
+            self.dns_literal = bool(info.get("literal"))
         elif event == "tcp.connected":
             self.connect = info.get("seconds")
         elif event == "tls.handshake":
@@ -151,8 +153,11 @@ def _show_timings(t: Timings, url: URL, err: IO[str]) -> None:
         if t.connection_id is not None:
             conn += f" (connection #{t.connection_id})"
     print(f"* connection  {conn}", file=err)
-    cached = " (cached)" if t.dns_cached else ""
-    print(f"* dns         {_ms(t.dns)}{cached}", file=err)
+    if t.dns_literal:
+        print("* dns         - (an IP address)", file=err)
+    else:
+        cached = " (cached)" if t.dns_cached else ""
+        print(f"* dns         {_ms(t.dns)}{cached}", file=err)
     print(f"* connect     {_ms(t.connect)}", file=err)
     tls = _ms(t.tls) if url.scheme == "https" else "- (http)"
     print(f"* tls         {tls}", file=err)
