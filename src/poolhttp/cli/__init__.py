@@ -112,8 +112,10 @@ def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--timeout", type=positive_float, metavar="S",
                    help="time-out in seconds for each phase (connect, read, write, pool)")
     p.add_argument("--retries", type=count, default=0, metavar="N",
-                   help="retry a failed request up to N times (connect errors; read errors and "
-                        "429/5xx for idempotent methods), with backoff")
+                   help="retry a failed request up to N times, with backoff: connect errors, "
+                        "and for GET/HEAD/PUT/DELETE/OPTIONS also read errors and statuses "
+                        "429, 500, 502, 503 and 504 (when they run out, the last response "
+                        "is stored)")
     p.add_argument("--keep-bodies", action="store_true", default=None,
                    help="store response bodies (default: only their size and SHA-256)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",

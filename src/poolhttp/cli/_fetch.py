@@ -30,6 +30,9 @@ __all__ = ["FetchArgs", "Outcome", "Plan", "client_options", "finish", "open_pla
 
 DEFAULT_DB = "results.sqlite"
 
+# What `--retries` retries by status (urllib3 leaves 500 out; a bulk run wants it in).
+FETCH_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
 
 @dataclass
 class FetchArgs:
@@ -262,8 +265,10 @@ def client_options(plan: Plan) -> dict[str, Any]:
     if args.timeout is not None:
         options["timeout"] = Timeout(args.timeout)
     if args.retries:
-        # Connect, read (idempotent methods) and 429/5xx status retries, with backoff.
-        options["retries"] = Retry(total=args.retries)
+        # Connect, read (idempotent methods) and these statuses, with backoff; when retries
+        # run out the last response is kept (its status stored), not turned into an error.
+        options["retries"] = Retry(total=args.retries, status_forcelist=FETCH_RETRY_STATUSES,
+                                   raise_on_status=False)
     return options
 
 
