@@ -217,8 +217,7 @@ class PoolState:
         conn.expires_at = now + self._expiry
         actions: list[Action] = []
         self._make_available(conn, now, actions)
-        if self._blocked and self._idle_lru:
-            self._rebalance(now, actions)
+        self._rebalance(now, actions)
         return actions
 
     def connect_failed(self, conn: Conn, error: BaseException | None,
@@ -282,8 +281,7 @@ class PoolState:
             return NO_ACTIONS
         actions = []
         self._make_available(conn, now, actions)
-        if self._blocked and self._idle_lru:
-            self._rebalance(now, actions)
+        self._rebalance(now, actions)
         return actions
 
     def _released_inactive(self, conn: Conn, reusable: bool, now: float) -> list[Action]:
@@ -629,8 +627,7 @@ class PoolState:
         if group.wants_connection(self._per_host):
             self._block(group)
         self._give_slots(now, actions)
-        if self._blocked and self._idle_lru:
-            self._rebalance(now, actions)
+        self._rebalance(now, actions)
 
     def _give_slots(self, now: float, actions: list[Action]) -> None:
         while self._blocked and self.n_open < self._max:
@@ -643,7 +640,8 @@ class PoolState:
 
     def _rebalance(self, now: float, actions: list[Action]) -> None:
         """After a group went quiet (fewer busy groups: larger shares), blocked groups may
-        take idle connections they could not take before."""
+        take idle connections they could not take before. (Nothing to do, and no work, while
+        nobody is blocked or nothing is idle.)"""
         while self._blocked and self._idle_lru:
             top = self._blocked_top()
             if top is None:
