@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 from threading import get_ident
 from time import perf_counter  # the trace's seconds: the loop's clock may tick in ms
 from typing import TYPE_CHECKING
@@ -303,10 +302,7 @@ class AsyncPool:
                     ssl_handshake_timeout=None if remaining is None else remaining + 1.0)
             else:
                 await loop.create_connection(lambda: proto, sock=sock)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise plan.untrusted(exc.verify_message) from exc
-        except OSError as exc:  # ssl.SSLError among them
+        except OSError as exc:  # ssl.SSLError (and SSLCertVerificationError) among them
             sock.close()
             raise plan.handshake_failed(exc) from exc
         except BaseException:

@@ -12,7 +12,7 @@ thread). What they share lives here, in one `ConnectPlan` per attempt:
         TCP connect; on OSError `plan.failed(address, exc)` and go on
     (none left, or out of time:) raise plan.error()
     plan.connected(address, now)         # -> the "tcp.connected" trace info
-    TLS handshake; on failure raise plan.untrusted(message) or plan.handshake_failed(exc)
+    TLS handshake; on failure (certificate or other) raise plan.handshake_failed(exc)
     plan.handshake(version, now)         # -> the "tls.handshake" trace info
 
 Nothing here opens a socket, reads a clock or waits: `now` comes from the driver, on the same
@@ -183,8 +183,12 @@ class ConnectPlan:
                             origin=key)
 
     def handshake_failed(self, exc: OSError) -> HTTPError:
-        """Setting up the connected socket failed: the TLS handshake, for another reason
-        than the certificate (no other address is tried)."""
+        """Setting up the connected socket failed: the certificate did not verify (an
+        ssl.SSLCertVerificationError, told by its `verify_message`), or the TLS handshake
+        failed otherwise; no other address is tried."""
+        verify_message = getattr(exc, "verify_message", None)
+        if verify_message is not None:
+            return self.untrusted(verify_message)
         if _our_time_out(exc):
             self._timed_out = True
             return self.out_of_time()

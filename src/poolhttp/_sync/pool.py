@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import threading
 import time
 import weakref
@@ -306,10 +305,7 @@ class SyncPool:
         try:
             sock.settimeout(plan.remaining(time.monotonic()))
             tls = context.wrap_socket(sock, server_hostname=plan.origin.host)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise plan.untrusted(exc.verify_message) from exc
-        except OSError as exc:  # ssl.SSLError among them
+        except OSError as exc:  # ssl.SSLError (and SSLCertVerificationError) among them
             sock.close()
             raise plan.handshake_failed(exc) from exc
         except BaseException:
