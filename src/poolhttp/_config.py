@@ -52,6 +52,9 @@ class Limits:
       pauses of a steady workload and stays below the idle time-outs of common load balancers and
       servers (60-75 s), so we usually close first instead of reusing a socket the server just
       dropped. A shorter `Keep-Alive: timeout=N` from the server wins.
+    - `max_concurrent_streams` (100): requests one HTTP/2 connection carries at once, at most;
+      the server's own SETTINGS_MAX_CONCURRENT_STREAMS wins when it is lower. Beyond it another
+      connection opens (within the limits above) or the request waits.
 
     >>> Limits(max_connections=10, max_connections_per_host=2).max_keepalive_connections
     10
@@ -65,6 +68,7 @@ class Limits:
     max_connections_per_host: int | None = None
     max_keepalive_connections: int | None = None
     keepalive_expiry: float = 15.0
+    max_concurrent_streams: int = 100
 
     def __post_init__(self) -> None:
         _check_count("max_connections", self.max_connections, allow_none=False, minimum=1)
@@ -76,6 +80,8 @@ class Limits:
             object.__setattr__(self, "max_keepalive_connections", self.max_connections)
         expiry = _check_seconds("keepalive_expiry", self.keepalive_expiry, allow_none=False)
         object.__setattr__(self, "keepalive_expiry", expiry)
+        _check_count("max_concurrent_streams", self.max_concurrent_streams, allow_none=False,
+                     minimum=1)
 
     @property
     def keepalive_limit(self) -> int:

@@ -10,10 +10,11 @@ driver the input runs under one lock.
 Inputs                                      Actions
   checkout(key, now)   fast path              Open(conn, ticket)   start connecting `conn`
   request(ticket, now)                        Close(conn)          close its transport
-  connected(conn, now, capacity=1)            Assign(ticket, conn) wake a waiter with `conn`
+  connected(conn, now, capacity, multiplexed) Assign(ticket, conn) wake a waiter with `conn`
   connect_failed(conn, error|None, now)       Fail(ticket, error)  wake a waiter with an error
   released(conn, reusable, now, keepalive)
   drain(conn, now)     takes no new request (GOAWAY, Connection: close)
+  resize(conn, capacity, now)  the peer changed its concurrent-stream limit (HTTP/2)
   discard(conn, now)   idle socket closed by the peer
   cancelled(ticket, now)
   unused(conn, reusable, now)  handed out, never used
@@ -35,10 +36,14 @@ Rules
   expire, so the pool shrinks to what the load needs.
 - Requests of one key are served in arrival order (a FIFO of tickets). While a key has waiters
   it has no idle connection and none with spare capacity, and vice versa.
-- Waiters are covered by connections being opened for them (one waiter each: the capacity of a
-  connection is unknown until it is open). When the total limit stops a key from opening one,
-  its group is *blocked*: filed in a heap by (connections it holds, arrival number of its oldest
-  waiter), so the top is the neediest group, and among equals the one waiting longest.
+- Waiters are covered by connections being opened for them: one waiter each for HTTP/1.1;
+  for a key that may speak HTTP/2, as many as its last connection's capacity (at first
+  `max_concurrent_streams`), so 200 requests arriving at once open one or two connections,
+  not 200. A connection that turns out to speak HTTP/1.1 (ALPN) sets the key back to one
+  each, and the waiters it does not cover get connections of their own. When the total
+  limit stops a key from opening one, its group is *blocked*: filed in a heap by (connections
+  it holds, arrival number of its oldest waiter), so the top is the neediest group, and
+  among equals the one waiting longest.
 - Slots move between keys without churning. A slot freed by a closed connection goes to the
   top blocked group. A connection whose requests ended, while another group is blocked, is
   closed to hand its slot over only when
@@ -114,6 +119,7 @@ class PoolState:
         self._max = limits.max_connections
         self._per_host = limits.max_connections_per_host or limits.max_connections
         self._keepalive_max = limits.keepalive_limit
+        self._streams = limits.max_concurrent_streams
         self._expiry = limits.keepalive_expiry
         self._groups: dict[PoolKey, Group] = {}
         self._prune_at = 1024
@@ -201,8 +207,10 @@ class PoolState:
             self._give_slots(now, actions)
         return actions
 
-    def connected(self, conn: Conn, now: float, capacity: int = 1) -> list[Action]:
-        """The connection `Open` asked for is ready to carry `capacity` requests at once."""
+    def connected(self, conn: Conn, now: float, capacity: int = 1,
+                  multiplexed: bool = False) -> list[Action]:
+        """The connection `Open` asked for is ready to carry `capacity` requests at once;
+        `multiplexed`: as streams of one HTTP/2 connection."""
         if conn.state is CLOSED:  # close_all() came first: the driver closes it
             return [Close(conn)]
         if capacity < 1:
@@ -210,14 +218,48 @@ class PoolState:
         move(conn, IDLE)
         group = conn.group
         group.connecting.remove(conn)
+        if multiplexed:
+            capacity = min(capacity, self._streams)
         conn.capacity = capacity
+        conn.multiplexed = multiplexed
+        group.expect = capacity if multiplexed else 1
         group.created += 1  # counted once open, so that it matches the server's accepts
         self.created += 1
         conn.idle_since = now
         conn.expires_at = now + self._expiry
         actions: list[Action] = []
         self._make_available(conn, now, actions)
+        if group.wants_connection(self._per_host):  # it covers fewer than were counted on
+            self._provide(group, now, actions)
         self._rebalance(now, actions)
+        return actions
+
+    def resize(self, conn: Conn, capacity: int, now: float) -> list[Action]:
+        """The peer of multiplexed `conn` allows `capacity` concurrent requests from now on
+        (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, capped by `max_concurrent_streams`). Requests
+        in flight above a lowered limit go on; waiters get the room of a raised one."""
+        if capacity < 1:
+            raise PoolStateError(f"resize({conn!r}) to capacity {capacity}")
+        capacity = min(capacity, self._streams)
+        conn.capacity = capacity
+        group = conn.group
+        if conn.multiplexed:
+            group.expect = capacity
+        if conn.state is not ACTIVE:
+            return NO_ACTIONS
+        room = conn.in_use < capacity
+        if room == conn.spare:
+            return NO_ACTIONS
+        actions: list[Action] = []
+        if room:
+            conn.spare = True
+            group.spare.append(conn)
+            self._hand_to_waiters(conn, actions)
+        else:
+            conn.spare = False
+            group.spare.remove(conn)
+            if group.wants_connection(self._per_host):
+                self._provide(group, now, actions)
         return actions
 
     def connect_failed(self, conn: Conn, error: BaseException | None,
@@ -255,6 +297,8 @@ class PoolState:
             self._slot_freed(group, now, actions)
             return actions
         if conn.in_use:  # a multiplexed connection still busy: the freed stream goes on
+            if conn.in_use >= conn.capacity:  # the peer lowered its limit meanwhile
+                return NO_ACTIONS
             if not conn.spare:
                 conn.spare = True
                 group.spare.append(conn)
@@ -335,7 +379,8 @@ class PoolState:
             self._left_queue(group)
             if len(group.waiters) > 2 * group.n_waiting + 16:
                 group.waiters = deque(t for t in group.waiters if t.state is WAITING)
-            if group.n_connecting <= group.n_waiting:
+            if not group.n_connecting or (
+                    (group.n_connecting - 1) * group.expect < group.n_waiting):
                 if not (self._blocked and self._idle_lru):
                     return NO_ACTIONS
                 actions: list[Action] = []
@@ -431,16 +476,19 @@ class PoolState:
 
     # -- observation -------------------------------------------------------------------------
     def stats(self) -> PoolStats:
-        per_host = {
-            key.label: PoolStats(connections=g.n_open, connecting=g.n_connecting,
-                                 idle=len(g.idle), active=g.n_active, waiting=g.n_waiting,
-                                 created=g.created, reused=g.reused, closed=g.closed)
-            for key, g in self._groups.items()}
+        per_host = {}
+        for key, g in self._groups.items():
+            h2 = [conn for conn in g.conns if conn.multiplexed]
+            per_host[key.label] = PoolStats(
+                connections=g.n_open, connecting=g.n_connecting, idle=len(g.idle),
+                active=g.n_active, waiting=g.n_waiting, created=g.created, reused=g.reused,
+                closed=g.closed, http2=len(h2), streams=sum(conn.in_use for conn in h2))
         return PoolStats(
             connections=self.n_open, connecting=sum(s.connecting for s in per_host.values()),
             idle=len(self._idle_lru), active=sum(s.active for s in per_host.values()),
             waiting=self.n_waiting, created=self.created, reused=self.reused,
-            closed=self.closed, per_host=per_host)
+            closed=self.closed, http2=sum(s.http2 for s in per_host.values()),
+            streams=sum(s.streams for s in per_host.values()), per_host=per_host)
 
     def connections(self) -> list[Conn]:
         """Every open connection, in any state."""
@@ -461,8 +509,9 @@ class PoolState:
             _expect(group.n_open <= self._per_host, f"{key}: {group.n_open} open > per-host "
                                                     "limit")
             for conn in group.conns:
-                _expect(0 <= conn.in_use <= conn.capacity, f"{conn!r}: in_use {conn.in_use} "
-                                                           f"outside 0..{conn.capacity}")
+                # A multiplexed peer may lower its limit below the streams in flight.
+                _expect(conn.in_use >= 0 and (conn.in_use <= conn.capacity or conn.multiplexed),
+                        f"{conn!r}: in_use {conn.in_use} outside 0..{conn.capacity}")
                 _expect((conn.in_use > 0) == (conn.state in (ACTIVE, DRAINING)),
                         f"{conn!r}: in_use {conn.in_use} in state {conn.state}")
                 room = conn.state is ACTIVE and conn.in_use < conn.capacity
@@ -503,7 +552,8 @@ class PoolState:
                 self._groups = {k: g for k, g in self._groups.items()
                                 if g.conns or g.n_waiting or g.blocked_key is not None}
                 self._prune_at = max(1024, 2 * len(self._groups))
-            group = self._groups[key] = Group(key)
+            expect = self._streams if "h2" in key.protocols else 1
+            group = self._groups[key] = Group(key, expect)
         return group
 
     def _assign(self, conn: Conn) -> None:

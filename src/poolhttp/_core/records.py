@@ -113,12 +113,13 @@ class Conn:
     """The pool's record of one connection. `io` belongs to the driver (its transport).
 
     `capacity` is how many requests it may carry at once: 1 for HTTP/1.1 (and for any
-    connection still connecting), the peer's concurrent-stream limit for a multiplexed one.
-    `in_use` is how many it carries now.
+    connection still connecting), the peer's concurrent-stream limit for a multiplexed one
+    (HTTP/2), which the peer may lower below `in_use` mid-way (SETTINGS): the streams in flight
+    go on, no new one starts until `in_use` is below it. `in_use` is how many it carries now.
     """
 
     __slots__ = ("capacity", "created_at", "expires_at", "group", "id", "idle_since", "in_use",
-                 "io", "pooled", "requests", "spare", "state")
+                 "io", "multiplexed", "pooled", "requests", "spare", "state")
 
     _ids = itertools.count(1)
 
@@ -126,6 +127,7 @@ class Conn:
         self.group = group
         self.state: str = CONNECTING
         self.capacity = 1
+        self.multiplexed = False  # HTTP/2: requests are streams, `capacity` the peer's limit
         self.in_use = 0
         self.spare = False  # on its group's list of active connections with room for more
         self.created_at = now
@@ -175,11 +177,15 @@ class Ticket:
 class Group:
     """The connections of one pool key: idle stack, active ones with room, FIFO of waiters."""
 
-    __slots__ = ("blocked_key", "closed", "connecting", "conns", "created", "idle", "key",
-                 "n_active", "n_waiting", "reused", "spare", "waiters")
+    __slots__ = ("blocked_key", "closed", "connecting", "conns", "created", "expect", "idle",
+                 "key", "n_active", "n_waiting", "reused", "spare", "waiters")
 
-    def __init__(self, key: PoolKey) -> None:
+    def __init__(self, key: PoolKey, expect: int = 1) -> None:
         self.key = key
+        # How many waiters one connection being opened covers: 1 for HTTP/1.1; for a key that
+        # may speak HTTP/2, the capacity its last connection reported (at first the client's
+        # stream limit), so a burst of requests opens one connection, not one each.
+        self.expect = expect
         self.conns: set[Conn] = set()  # every open one: connecting, idle, active, draining
         self.idle: list[Conn] = []  # oldest first, most recently used last
         self.spare: list[Conn] = []  # active, in_use < capacity (multiplexed connections only)
@@ -200,8 +206,9 @@ class Group:
         return len(self.connecting)
 
     def wants_connection(self, per_host: int) -> bool:
-        """More waiters than connections being opened for them, and room to open one."""
-        return self.n_waiting > len(self.connecting) and len(self.conns) < per_host
+        """More waiters than connections being opened cover, and room to open one."""
+        return (self.n_waiting > len(self.connecting) * self.expect
+                and len(self.conns) < per_host)
 
 
 class Open:
@@ -259,6 +266,8 @@ class PoolStats:
     connection then serves first: `created + reused` counts requests served plus such
     connections that never carried one, so it is at least the number of requests served.
     `active` counts connections carrying requests, draining ones included.
+    `http2` counts the open connections that speak HTTP/2 and `streams` the requests in flight
+    on them (each is also counted once in `active` while it carries any).
     `retries` counts requests sent again, and `dns_lookups` the name look-ups made (cached
     answers and look-ups shared by concurrent requests are not counted). `per_host` maps an origin
     ("http://127.0.0.1:8080") to the same figures for it; origins with nothing open are
@@ -273,6 +282,8 @@ class PoolStats:
     created: int = 0
     reused: int = 0
     closed: int = 0
+    http2: int = 0
+    streams: int = 0
     retries: int = 0
     dns_lookups: int = 0
     per_host: dict[str, PoolStats] = field(default_factory=dict)
