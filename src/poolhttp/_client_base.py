@@ -55,7 +55,8 @@ class ClientBase(Generic[R]):
                  follow_redirects: bool = False, max_redirects: int = 20,
                  cookies: CookieTypes | None = None, auth: AuthTypes = None,
                  event_hooks: Mapping[str, Sequence[Hook]] | None = None,
-                 max_content_size: int | None = None) -> None:
+                 max_content_size: int | None = None, http1: bool = True,
+                 http2: bool = False) -> None:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a poolhttp.Limits, not {type(limits).__name__}")
         if family not in (0, socket.AF_INET, socket.AF_INET6):
@@ -65,6 +66,7 @@ class ClientBase(Generic[R]):
         if local_address is not None and not isinstance(local_address, str):
             raise TypeError(f"local_address must be an IP address string, not "
                             f"{type(local_address).__name__}")
+        self.http1, self.http2 = _check_protocols(http1, http2)
         self.base_url = URL(base_url) if base_url is not None else None
         self.limits = limits
         self.timeout = Timeout.coerce(timeout)
@@ -234,14 +236,22 @@ class ClientBase(Generic[R]):
 
     def _pool_key(self, origin: Origin) -> PoolKey:
         """The pool key of `origin`: what its connections must share to be interchangeable.
-        Today the TLS settings (one `verify` per client) and HTTP/1.1; proxies and per-route
-        settings add to it."""
+        Today the TLS settings (one `verify` per client) and the protocols it may speak
+        (ALPN's offer over TLS; over plain http, HTTP/2 only with `http1=False`: prior
+        knowledge); proxies and per-route settings add to it."""
         key = self._keys.get(origin.key)
         if key is None:
             if len(self._keys) > 4096:
                 self._keys.clear()
+            if not self.http2 or (self.http1 and not origin.is_tls):
+                protocols: tuple[str, ...] = ("http/1.1",)
+            elif self.http1:
+                protocols = ("h2", "http/1.1")
+            else:
+                protocols = ("h2",)
             key = self._keys[origin.key] = PoolKey(
-                origin.key, tls=_tls_identity(self.verify) if origin.is_tls else None)
+                origin.key, tls=_tls_identity(self.verify) if origin.is_tls else None,
+                protocols=protocols)
         return key
 
     def _resolve_timeout(self, timeout: TimeoutTypes) -> Timeout:
@@ -336,3 +346,19 @@ def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: 
         return None, content, None, None
     raise InvalidRequest(f"content= must be bytes, str or an iterable of bytes, not "
                          f"{type(content).__name__} (use json= for JSON, data= for forms)")
+
+
+def _check_protocols(http1: object, http2: object) -> tuple[bool, bool]:
+    """Validate `http1=` / `http2=`; HTTP/2 needs the `h2` package (the http2 extra), which
+    is looked for here but imported only when a connection speaks HTTP/2."""
+    for name, value in (("http1", http1), ("http2", http2)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+    if not http1 and not http2:
+        raise ValueError("http1=False and http2=False leave no protocol to speak; enable one")
+    if http2:
+        import importlib.util
+
+        if importlib.util.find_spec("h2") is None:
+            raise ImportError("http2=True needs the h2 package: pip install 'poolhttp[http2]'")
+    return bool(http1), bool(http2)

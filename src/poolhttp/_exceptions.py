@@ -9,7 +9,8 @@
     │   │   └── ServerDisconnected            the peer closed before a response (ReadError)
     │   │       └── StaleConnectionError      ... on a reused connection; not retried (unsafe)
     │   └── ProtocolError
-    │       └── RemoteProtocolError           the server sent something invalid
+    │       ├── RemoteProtocolError           the server sent something invalid
+    │       └── StreamReset                   the server reset this request's HTTP/2 stream
     ├── InvalidURL, InvalidRequest (also ValueError), PoolClosed (also RuntimeError)
     ├── HTTPStatusError                         from Response.raise_for_status()
     ├── DecodingError                           a body's Content-Encoding could not be decoded
@@ -51,6 +52,7 @@ __all__ = [
     "RetryError",
     "ServerDisconnected",
     "StaleConnectionError",
+    "StreamReset",
     "TimeoutException",
     "TooManyRedirects",
     "TotalTimeout",
@@ -174,6 +176,35 @@ class RemoteProtocolError(ProtocolError):
     def __init__(self, message: str, *, origin: str | None = None, reason: str = "") -> None:
         super().__init__(message, origin=origin)
         self.reason = reason
+
+
+class StreamReset(ProtocolError):
+    """The server ended this request's HTTP/2 stream without a complete response: it sent
+    RST_STREAM, or a GOAWAY that leaves the stream out. Only this request failed; the
+    connection and its other streams go on.
+
+    `error_code` is the HTTP/2 error code (RFC 9113 section 7; `error_name` spells it:
+    "REFUSED_STREAM", "CANCEL", ...), `stream_id` the stream. `processed` is False when the
+    server said it did not process the request (REFUSED_STREAM, or a stream above a GOAWAY's
+    last stream id): then it is safe to send it again, whatever its method, and the client
+    does so at once, on another connection if need be.
+    """
+
+    def __init__(self, message: str, *, origin: str | None = None, error_code: int = 0,
+                 stream_id: int = 0, processed: bool = True) -> None:
+        super().__init__(message, origin=origin)
+        self.error_code = error_code
+        self.stream_id = stream_id
+        self.processed = processed
+
+    @property
+    def error_name(self) -> str:
+        names = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR",
+                 3: "FLOW_CONTROL_ERROR", 4: "SETTINGS_TIMEOUT", 5: "STREAM_CLOSED",
+                 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL",
+                 9: "COMPRESSION_ERROR", 10: "CONNECT_ERROR", 11: "ENHANCE_YOUR_CALM",
+                 12: "INADEQUATE_SECURITY", 13: "HTTP_1_1_REQUIRED"}
+        return names.get(self.error_code, hex(self.error_code))
 
 
 class InvalidURL(HTTPError, ValueError):

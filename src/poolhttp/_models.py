@@ -146,7 +146,7 @@ class Response:
 
     __slots__ = ("_content", "_elapsed", "_headers", "_history", "_http_version",
                  "_max_content_size", "_raw_headers", "_reason", "_state", "_status_line",
-                 "_stream", "request", "status_code")
+                 "_stream", "_trailers", "request", "status_code")
 
     request: Request
 
@@ -167,6 +167,7 @@ class Response:
         self._stream: AsyncResponseStream | SyncResponseStream | None = None
         self._state = _RAW
         self._history: list[Response] = _NO_HISTORY
+        self._trailers = b""
 
     @classmethod
     def from_wire(cls, status_code: int, status_line: bytes, raw_headers: bytes,
@@ -185,6 +186,7 @@ class Response:
         response._stream = None
         response._state = _RAW
         response._history = _NO_HISTORY
+        response._trailers = b""
         return response
 
     @property
@@ -207,7 +209,7 @@ class Response:
 
     @property
     def http_version(self) -> str:
-        """"HTTP/1.1" or "HTTP/1.0"."""
+        """"HTTP/1.1", "HTTP/1.0" or "HTTP/2"."""
         if self._http_version is None:
             self._http_version, self._reason = split_status_line(self._status_line)
         return self._http_version
@@ -217,6 +219,12 @@ class Response:
         if self._headers is None:  # from the wire: split the header block on first use
             self._headers = Headers.from_block(self._raw_headers)
         return self._headers
+
+    @property
+    def trailers(self) -> Headers:
+        """Fields the server sent after the body (HTTP/2 trailers, e.g. a checksum or a gRPC
+        status); empty when none came, or until a streamed body has been read to the end."""
+        return Headers.from_block(self._trailers)
 
     @property
     def url(self) -> URL:

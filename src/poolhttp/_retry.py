@@ -12,6 +12,9 @@ Two kinds of retry live here:
   a new connection (`fresh`), and the idle connections to that origin are closed: a server
   that dropped one has usually dropped the others that waited as long. This happens whatever
   the `Retry` policy says, and counts in `stats().retries`.
+- A request the server did not process: its HTTP/2 stream was refused (REFUSED_STREAM) or
+  left out by a GOAWAY (`StreamReset.processed` False, RFC 9113 section 8.7). It is resent at
+  once whatever its method (up to `UNPROCESSED_RESENDS` times), if its body can be replayed.
 - The `Retry` policy: connect, read and status retries with backoff.
 """
 
@@ -32,12 +35,15 @@ from ._exceptions import (
     RetryError,
     ServerDisconnected,
     StaleConnectionError,
+    StreamReset,
     TotalTimeout,
     TransportError,
 )
 from ._models import Request, Response
 
-__all__ = ["RetryPlan"]
+__all__ = ["UNPROCESSED_RESENDS", "RetryPlan"]
+
+UNPROCESSED_RESENDS = 3  # a server refusing a request this often means it, not a race
 
 
 class RetryPlan:
@@ -57,7 +63,8 @@ class RetryPlan:
     poolhttp._exceptions.RetryError: 2 attempts failed; the last one: connection refused
     """
 
-    __slots__ = ("_idempotent", "_resendable", "errors", "fresh", "policy", "retried_stale")
+    __slots__ = ("_idempotent", "_resendable", "errors", "fresh", "policy", "retried_stale",
+                 "unprocessed")
 
     def __init__(self, policy: Retry, request: Request) -> None:
         self.policy = policy
@@ -66,6 +73,7 @@ class RetryPlan:
         self._resendable = request.stream is None  # a streamed body cannot be replayed
         self.errors: list[BaseException] = []
         self.retried_stale = False
+        self.unprocessed = 0  # resends of a request the server said it did not process
         self.fresh = False  # the next attempt must not reuse an idle connection
 
     def after(self, outcome: Response | TransportError, wall_now: float) -> float | None:
@@ -80,6 +88,10 @@ class RetryPlan:
         """Seconds to wait before the next attempt; raises what the caller should see."""
         self.errors.append(error)
         self.fresh = False
+        if isinstance(error, StreamReset) and not error.processed and self._resendable \
+                and self.unprocessed < UNPROCESSED_RESENDS:
+            self.unprocessed += 1
+            return 0.0
         if isinstance(error, ServerDisconnected) and error.reused and not error.response_started:
             if self._idempotent and self._resendable and not self.retried_stale:
                 self.retried_stale = self.fresh = True

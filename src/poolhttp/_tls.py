@@ -16,10 +16,12 @@ __all__ = ["VerifyTypes", "tls_context"]
 VerifyTypes = bool | str | ssl.SSLContext
 
 _lock = threading.Lock()
-_shared: dict[bool | str, ssl.SSLContext] = {}
+_shared: dict[tuple[bool | str, tuple[str, ...]], ssl.SSLContext] = {}
+
+HTTP1: tuple[str, ...] = ("http/1.1",)
 
 
-def _build(verify: bool | str) -> ssl.SSLContext:
+def _build(verify: bool | str, alpn: tuple[str, ...]) -> ssl.SSLContext:
     if verify is False:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -31,21 +33,26 @@ def _build(verify: bool | str) -> ssl.SSLContext:
     else:
         context = ssl.create_default_context(cafile=verify)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
-def tls_context(verify: VerifyTypes) -> ssl.SSLContext:
+def tls_context(verify: VerifyTypes, alpn: tuple[str, ...] = HTTP1) -> ssl.SSLContext:
     """The context for `verify`: True (system CAs), False (no checks), a CA bundle path, or
-    a ready `ssl.SSLContext` used as it is."""
+    a ready `ssl.SSLContext` used as it is. `alpn`: the protocols offered, in order of
+    preference ("h2", "http/1.1"); on a context of the caller's they are set on it only when
+    HTTP/2 is offered (as it must be for ALPN to select it)."""
     if isinstance(verify, ssl.SSLContext):
+        if alpn != HTTP1:
+            verify.set_alpn_protocols(list(alpn))
         return verify
-    context = _shared.get(verify)
+    key = (verify, alpn)
+    context = _shared.get(key)
     if context is None:
         with _lock:
-            context = _shared.get(verify)
+            context = _shared.get(key)
             if context is None:
-                context = _shared[verify] = _build(verify)
+                context = _shared[key] = _build(verify, alpn)
     return context
 
 

@@ -27,6 +27,7 @@ from .pool import AsyncPool
 if TYPE_CHECKING:
     from .._auth import Auth
     from .._multipart import FilesTypes
+    from .http2 import AsyncH2Connection
 
 __all__ = ["AsyncClient"]
 
@@ -52,13 +53,14 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                  follow_redirects: bool = False, max_redirects: int = 20,
                  cookies: CookieTypes | None = None, auth: AuthTypes = None,
                  event_hooks: Mapping[str, Sequence[Hook]] | None = None,
-                 max_content_size: int | None = None) -> None:
+                 max_content_size: int | None = None, http1: bool = True,
+                 http2: bool = False) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
                          local_address=local_address, retries=retries,
                          follow_redirects=follow_redirects, max_redirects=max_redirects,
                          cookies=cookies, auth=auth, event_hooks=event_hooks,
-                         max_content_size=max_content_size)
+                         max_content_size=max_content_size, http1=http1, http2=http2)
         self._pool = AsyncPool(self._config)
         self._closed = False
 
@@ -159,7 +161,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                 conn = None if fresh else pool.checkout(key, started)
                 if conn is None:
                     conn = await pool.acquire(key, origin, timeout, deadline, trace, fresh)
-                proto: AsyncConnection = conn.io
+                proto: AsyncConnection | AsyncH2Connection = conn.io
                 if trace is not None:
                     emit(trace, "connection.acquired", reused=conn.requests > 1,
                          connection_id=conn.id, origin=origin.key)

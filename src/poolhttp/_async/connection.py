@@ -75,6 +75,8 @@ class AsyncExchange:
 class AsyncConnection(asyncio.Protocol):
     """One HTTP/1.1 connection: transport, reader, timers, and the exchange it carries."""
 
+    multiplexed = False  # one exchange at a time (http2.AsyncH2Connection carries many)
+
     def __init__(self, pool: AsyncPool, conn: Conn, origin: str) -> None:
         self._pool = pool
         self._loop = pool.loop

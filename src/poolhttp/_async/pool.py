@@ -12,7 +12,7 @@ import asyncio
 import socket
 from threading import get_ident
 from time import perf_counter  # the trace's seconds: the loop's clock may tick in ms
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .._core.connect import ConnectPlan, DnsKey, RequestTicket, addresses_of, lookup_error
 from .._core.dns import Address, DnsCache
@@ -20,13 +20,17 @@ from .._core.http11 import RequestEncoder
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
 from .._core.records import IDLE, WAITING
 from .._exceptions import ConnectError, HTTPError, TotalTimeout
-from .._tls import tls_context
+from .._tls import HTTP1, tls_context
 from .._trace import Trace, emit
 from .._urls import Origin
 from .connection import AsyncConnection
 
 if TYPE_CHECKING:
     from .._config import PoolConfig, Timeout
+    from .._core.http2 import H2Encoder
+    from .http2 import AsyncH2Connection
+
+    AnyConnection = AsyncConnection | AsyncH2Connection
 
 __all__ = ["AsyncPool"]
 
@@ -38,10 +42,11 @@ class AsyncPool:
         self.config = config
         self.state = PoolState(config.limits)
         self.encoder = RequestEncoder()  # HTTP/1.1 requests, origin-form, heads cached per origin
+        self._h2_encoder: H2Encoder | None = None  # made when a connection speaks HTTP/2
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
         self._dns = DnsCache(config.dns_ttl)
         self._lookups: dict[tuple[str, int, int], asyncio.Task[list[Address]]] = {}
-        self._live: set[AsyncConnection] = set()
+        self._live: set[AnyConnection] = set()
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._writes: list[tuple[AsyncConnection, bytes]] | None = None
         self._thread = 0  # the thread our loop runs in (0: not bound yet)
@@ -70,6 +75,14 @@ class AsyncPool:
     @property
     def dns_lookups(self) -> int:
         return self._dns.lookups
+
+    @property
+    def h2_encoder(self) -> H2Encoder:
+        if self._h2_encoder is None:
+            from .._core.http2 import H2Encoder
+
+            self._h2_encoder = H2Encoder()
+        return self._h2_encoder
 
     # -- acquiring ---------------------------------------------------------------------------
     def checkout(self, key: PoolKey, now: float) -> Conn | None:
@@ -181,6 +194,14 @@ class AsyncPool:
             if transport is not None and not proto.closing:
                 transport.write(data)
 
+    def drain(self, conn: Conn) -> None:
+        """`conn` takes no new request (the server said GOAWAY)."""
+        self.apply(self.state.drain(conn, self.loop.time()))
+
+    def resize(self, conn: Conn, capacity: int) -> None:
+        """The server changed the concurrent-stream limit of HTTP/2 `conn`."""
+        self.apply(self.state.resize(conn, capacity, self.loop.time()))
+
     def unused(self, conn: Conn) -> None:
         """A connection handed out turned out dead before carrying its request."""
         self.apply(self.state.unused(conn, False, self.loop.time()))
@@ -190,17 +211,23 @@ class AsyncPool:
         if conn.state is IDLE:
             self.apply(self.state.discard(conn, self.loop.time()))
 
-    def forget(self, proto: AsyncConnection) -> None:
+    def forget(self, proto: AnyConnection) -> None:
         self._live.discard(proto)
 
     # -- connecting --------------------------------------------------------------------------
     def _open(self, conn: Conn, ticket: RequestTicket) -> None:
-        proto = AsyncConnection(self, conn, ticket.origin.key)
+        proto: AnyConnection
+        if conn.key.protocols == ("h2",) and not ticket.origin.is_tls:  # h2c, prior knowledge
+            from .http2 import AsyncH2Connection
+
+            proto = AsyncH2Connection(self, conn, ticket.origin.key)
+        else:  # HTTP/1.1, or whichever ALPN selects (the handshake swaps it for HTTP/2)
+            proto = AsyncConnection(self, conn, ticket.origin.key)
         conn.io = proto
         self._live.add(proto)
         proto.connect_task = self.loop.create_task(self._connect(conn, proto, ticket))
 
-    async def _connect(self, conn: Conn, proto: AsyncConnection, ticket: RequestTicket) -> None:
+    async def _connect(self, conn: Conn, proto: AnyConnection, ticket: RequestTicket) -> None:
         """Open `conn` within the connect time-out and the total deadline of `ticket`'s
         request (the policy in _core/connect.py), then report the outcome to the core."""
         loop = self.loop
@@ -217,7 +244,9 @@ class AsyncPool:
 
         handle = loop.call_at(plan.end, on_timeout) if plan.end is not None else None
         try:
-            await self._establish(plan, proto, ticket.trace)
+            proto = await self._establish(plan, proto, ticket.trace)
+            if proto.multiplexed:
+                await cast("AsyncH2Connection", proto).ready  # the server's SETTINGS
         except asyncio.CancelledError:
             self._live.discard(proto)
             if not timed_out:  # the pool was closed: close_all() already did the books
@@ -232,12 +261,24 @@ class AsyncPool:
             self._live.discard(proto)
             self._connect_failed(conn, proto, ticket, exc)
             return
+        except ConnectionError as exc:  # closed before its HTTP/2 settings
+            self._live.discard(proto)
+            proto.close()
+            self._connect_failed(conn, proto, ticket, ConnectError(str(exc),
+                                                                   origin=plan.origin.key))
+            return
         finally:
             if handle is not None:
                 handle.cancel()
-        self.apply(self.state.connected(conn, loop.time()))
+        if proto.multiplexed:
+            h2 = cast("AsyncH2Connection", proto)
+            h2.started = True
+            self.apply(self.state.connected(conn, loop.time(), h2.session.max_streams,
+                                            multiplexed=True))
+        else:
+            self.apply(self.state.connected(conn, loop.time()))
 
-    def _connect_failed(self, conn: Conn, proto: AsyncConnection, ticket: RequestTicket,
+    def _connect_failed(self, conn: Conn, proto: AnyConnection, ticket: RequestTicket,
                         error: HTTPError) -> None:
         now = self.loop.time()
         if not isinstance(error, TotalTimeout):  # the oldest waiter of the key gets it
@@ -253,9 +294,10 @@ class AsyncPool:
             self.apply(self.state.cancelled(ticket, now))
         self.apply(self.state.connect_failed(conn, None, now))
 
-    async def _establish(self, plan: ConnectPlan, proto: AsyncConnection,
-                         trace: Trace | None) -> None:
-        """TCP connect to the first address that answers, then TLS if https."""
+    async def _establish(self, plan: ConnectPlan, proto: AnyConnection,
+                         trace: Trace | None) -> AnyConnection:
+        """TCP connect to the first address that answers, then TLS if https; returns the
+        connection, which ALPN may have made an HTTP/2 one."""
         loop = self.loop
         info = plan.resolved(await self._resolve(plan), perf_counter())
         if trace is not None:
@@ -281,25 +323,35 @@ class AsyncPool:
         info = plan.connected(address, perf_counter())
         if trace is not None:
             emit(trace, "tcp.connected", **info)
-        await self._handshake(plan, proto, sock)
+        proto = await self._handshake(plan, proto, sock)
         if trace is not None and plan.origin.is_tls and proto.transport is not None:
             ssl_object = proto.transport.get_extra_info("ssl_object")
-            emit(trace, "tls.handshake", **plan.handshake(
-                ssl_object.version() if ssl_object is not None else None, perf_counter()))
+            info = plan.handshake(ssl_object.version() if ssl_object is not None else None,
+                                  perf_counter())
+            info["alpn"] = ssl_object.selected_alpn_protocol() if ssl_object else None
+            emit(trace, "tls.handshake", **info)
+        return proto
 
-    async def _handshake(self, plan: ConnectPlan, proto: AsyncConnection,
-                         sock: socket.socket) -> None:
-        """Hand the connected `sock` to `proto`, after the TLS handshake if https."""
+    async def _handshake(self, plan: ConnectPlan, proto: AnyConnection,
+                         sock: socket.socket) -> AnyConnection:
+        """Hand the connected `sock` to `proto`, after the TLS handshake if https. When ALPN
+        may select HTTP/2, the handshake runs under a `_Negotiating` stand-in and the
+        protocol selected gets the transport (and any bytes that came meanwhile)."""
         loop = self.loop
+        protocols = proto.conn.key.protocols
         try:
             if plan.origin.is_tls:
                 # Our own timer (at plan.end) ends a handshake that runs out of time, so that
                 # it fails like any connect that did: asyncio's limit comes a second later.
                 remaining = plan.remaining(loop.time())
-                await loop.create_connection(
-                    lambda: proto, sock=sock, ssl=tls_context(self.config.verify),
+                context = tls_context(self.config.verify, protocols)
+                stand_in = proto if protocols == HTTP1 else _Negotiating()
+                transport, _ = await loop.create_connection(
+                    lambda: stand_in, sock=sock, ssl=context,
                     server_hostname=plan.origin.host,
                     ssl_handshake_timeout=None if remaining is None else remaining + 1.0)
+                if isinstance(stand_in, _Negotiating):
+                    return self._negotiated(plan, proto, stand_in, transport)
             else:
                 await loop.create_connection(lambda: proto, sock=sock)
         except OSError as exc:  # ssl.SSLError (and SSLCertVerificationError) among them
@@ -308,6 +360,33 @@ class AsyncPool:
         except BaseException:
             sock.close()
             raise
+        return proto
+
+    def _negotiated(self, plan: ConnectPlan, proto: AnyConnection, stand_in: _Negotiating,
+                    transport: asyncio.BaseTransport) -> AnyConnection:
+        """Give the TLS transport to the connection ALPN selected."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        selected = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        conn = proto.conn
+        if selected == "h2":
+            from .http2 import AsyncH2Connection
+
+            chosen: AnyConnection = AsyncH2Connection(self, conn, plan.origin.key)
+            chosen.connect_task = proto.connect_task
+            self._live.discard(proto)
+            self._live.add(chosen)
+            conn.io = chosen
+        elif "http/1.1" in conn.key.protocols and selected in (None, "http/1.1"):
+            chosen = proto
+        else:
+            transport.close()
+            raise ConnectError(f"{plan.origin.key} chose {selected!r} over TLS (ALPN); this "
+                               f"client speaks {' and '.join(conn.key.protocols)}",
+                               origin=plan.origin.key)
+        transport.set_protocol(chosen)
+        chosen.connection_made(transport)
+        stand_in.hand_over(chosen)
+        return chosen
 
     async def _resolve(self, plan: ConnectPlan) -> list[Address]:
         known = plan.known(self.loop.time())
@@ -385,3 +464,24 @@ class AsyncPool:
                 pending.append(proto.lost)
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+
+
+class _Negotiating(asyncio.Protocol):
+    """The protocol of a TLS connection until ALPN says what it speaks: it keeps what
+    arrives meanwhile (an HTTP/2 server's SETTINGS may come with the handshake)."""
+
+    def __init__(self) -> None:
+        self._data: list[bytes] = []
+        self._lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._data.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = (exc,)
+
+    def hand_over(self, proto: asyncio.Protocol) -> None:
+        for data in self._data:
+            proto.data_received(data)
+        if self._lost is not None:
+            proto.connection_lost(self._lost[0])

@@ -27,6 +27,7 @@ from .pool import SyncPool
 if TYPE_CHECKING:
     from .._auth import Auth
     from .._multipart import FilesTypes
+    from .http2 import SyncH2Connection
 
 __all__ = ["Client"]
 
@@ -49,13 +50,14 @@ class Client(ClientBase[Response]):
                  follow_redirects: bool = False, max_redirects: int = 20,
                  cookies: CookieTypes | None = None, auth: AuthTypes = None,
                  event_hooks: Mapping[str, Sequence[Hook]] | None = None,
-                 max_content_size: int | None = None) -> None:
+                 max_content_size: int | None = None, http1: bool = True,
+                 http2: bool = False) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
                          local_address=local_address, retries=retries,
                          follow_redirects=follow_redirects, max_redirects=max_redirects,
                          cookies=cookies, auth=auth, event_hooks=event_hooks,
-                         max_content_size=max_content_size)
+                         max_content_size=max_content_size, http1=http1, http2=http2)
         self._pool = SyncPool(self._config)
         self._closed = False
 
@@ -144,14 +146,14 @@ class Client(ClientBase[Response]):
             try:
                 conn = pool.acquire(key, origin, timeout, deadline, trace,
                                     plan is not None and plan.fresh)
-                io: SyncConnection = conn.io
+                io: SyncConnection | SyncH2Connection = conn.io
                 if trace is not None:
                     emit(trace, "connection.acquired", reused=conn.requests > 1,
                          connection_id=conn.id, origin=origin.key)
                 try:
                     response = io.send(request, timeout, deadline, stream, trace)
                 except BaseException:
-                    io.abandon()
+                    io.abandon(request)
                     raise
             except TransportError as exc:
                 outcome: Response | TransportError = exc

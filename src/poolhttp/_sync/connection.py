@@ -88,6 +88,8 @@ class SyncExchange:
 class SyncConnection:
     """A socket, its reader, and the exchange it carries (one at a time: HTTP/1.1)."""
 
+    multiplexed = False  # one exchange at a time (http2.SyncH2Connection carries many)
+
     def __init__(self, pool: SyncPool, conn: Conn, origin: str, sock: socket.socket) -> None:
         self._pool = pool
         self.conn = conn
@@ -362,8 +364,9 @@ class SyncConnection:
         keepalive = keep_alive_timeout(self.exchange.headers) if keep_alive else None
         self._pool.release(self.conn, keep_alive, keepalive)
 
-    def abandon(self) -> None:
-        """The caller stopped early or failed: the connection is out of step, discard it."""
+    def abandon(self, owner: object = None) -> None:
+        """The caller stopped early or failed: the connection is out of step, discard it.
+        (`owner`, the caller's request, matters only on a multiplexed connection.)"""
         if self._active:
             self._fail(ReadError(f"request to {self.origin} abandoned", origin=self.origin))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -26,14 +27,16 @@ from .._core.connect import ConnectPlan, RequestTicket, addresses_of, lookup_err
 from .._core.dns import Address, DnsCache
 from .._core.http11 import RequestEncoder
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
-from .._exceptions import HTTPError, TotalTimeout
-from .._tls import tls_context
+from .._exceptions import ConnectError, HTTPError, TotalTimeout
+from .._tls import HTTP1, tls_context
 from .._trace import Trace, emit
 from .._urls import Origin
 from .connection import SyncConnection
 
 if TYPE_CHECKING:
     from .._config import PoolConfig, Timeout
+    from .._core.http2 import H2Encoder
+    from .http2 import SyncH2Connection
 
 __all__ = ["SyncPool"]
 
@@ -85,6 +88,8 @@ class SyncPool:
         self.lock = threading.Lock()
         self.state = PoolState(config.limits)
         self.encoder = RequestEncoder()  # HTTP/1.1 requests, origin-form, heads cached per origin
+        self._h2_encoder: H2Encoder | None = None  # made when a connection speaks HTTP/2
+        self._h2: set[SyncH2Connection] = set()  # their reader threads are joined on close
         self._dns = DnsCache(config.dns_ttl)
         self._lookups: dict[tuple[str, int, int], _Lookup] = {}
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
@@ -107,6 +112,35 @@ class SyncPool:
     def dns_lookups(self) -> int:
         return self._dns.lookups
 
+    @property
+    def h2_encoder(self) -> H2Encoder:
+        if self._h2_encoder is None:
+            from .._core.http2 import H2Encoder
+
+            self._h2_encoder = H2Encoder()
+        return self._h2_encoder
+
+    def drain(self, conn: Conn) -> None:
+        """`conn` takes no new request (the server said GOAWAY)."""
+        with self.lock:
+            self._apply(self.state.drain(conn, time.monotonic()), None)
+
+    def resize(self, conn: Conn, capacity: int) -> None:
+        """The server changed the concurrent-stream limit of HTTP/2 `conn`."""
+        with self.lock:
+            self._apply(self.state.resize(conn, capacity, time.monotonic()), None)
+
+    def forget(self, h2: SyncH2Connection) -> None:
+        """An HTTP/2 connection's reader thread is ending."""
+        with self.lock:
+            self._h2.discard(h2)
+
+    def discard(self, conn: Conn) -> None:
+        """An idle connection was closed by the peer."""
+        with self.lock:
+            if conn.state == "idle":
+                self._apply(self.state.discard(conn, time.monotonic()), None)
+
     # -- acquiring ---------------------------------------------------------------------------
     def acquire(self, key: PoolKey, origin: Origin, timeout: Timeout, deadline: float | None,
                 trace: Trace | None, fresh: bool = False) -> Conn:
@@ -119,7 +153,7 @@ class SyncPool:
                     conn = self.state.checkout(key, time.monotonic())
             if conn is None:
                 conn = self._wait(key, origin, timeout, deadline, trace, fresh)
-            io: SyncConnection = conn.io
+            io: SyncConnection | SyncH2Connection = conn.io
             # One that waited in the pool may have been closed by the server meanwhile.
             if not conn.may_be_stale or io.is_reusable():
                 return conn
@@ -252,7 +286,10 @@ class SyncPool:
         plan = ConnectPlan(ticket.origin, self.config.family, ticket.timeout, ticket.deadline,
                            self._dns, time.monotonic())
         try:
-            sock = self._establish(plan, ticket.trace)
+            sock = self._establish(plan, ticket.trace, conn.key.protocols)
+            h2 = self._speaks_h2(conn, plan, sock, ticket.timeout.write)
+            if h2 is not None:
+                self._start_h2(h2, plan)
         except TotalTimeout:
             # Cut short by this request's own total deadline: given up. It leaves the queue,
             # nobody else fails with its error, and the slot goes to whoever waits next.
@@ -266,11 +303,58 @@ class SyncPool:
             with self.lock:
                 self._apply(self.state.connect_failed(conn, exc, time.monotonic()), ticket)
         else:
+            if h2 is not None:
+                with self.lock:
+                    h2.started = True
+                    self._apply(self.state.connected(conn, time.monotonic(),
+                                                     h2.session.max_streams, multiplexed=True),
+                                ticket)
+                return
             conn.io = SyncConnection(self, conn, plan.origin.key, sock)
             with self.lock:
                 self._apply(self.state.connected(conn, time.monotonic()), ticket)
 
-    def _establish(self, plan: ConnectPlan, trace: Trace | None) -> socket.socket:
+    def _speaks_h2(self, conn: Conn, plan: ConnectPlan, sock: socket.socket,
+                   write_timeout: float | None) -> SyncH2Connection | None:
+        """An HTTP/2 connection over `sock` if ALPN chose h2 (or, over plain http, the key
+        says h2 only: prior knowledge); None for HTTP/1.1."""
+        protocols = conn.key.protocols
+        if protocols == HTTP1:
+            return None
+        if plan.origin.is_tls:
+            assert isinstance(sock, ssl.SSLSocket)
+            selected = sock.selected_alpn_protocol()
+            if selected != "h2":
+                if "http/1.1" in protocols and selected in (None, "http/1.1"):
+                    return None
+                sock.close()
+                raise ConnectError(f"{plan.origin.key} chose {selected!r} over TLS (ALPN); "
+                                   f"this client speaks {' and '.join(protocols)}",
+                                   origin=plan.origin.key)
+        from .http2 import SyncH2Connection
+
+        h2 = SyncH2Connection(self, conn, plan.origin.key, sock, write_timeout)
+        conn.io = h2
+        return h2
+
+    def _start_h2(self, h2: SyncH2Connection, plan: ConnectPlan) -> None:
+        """Start its reader and wait for the server's SETTINGS (its stream limit), within the
+        connect's time."""
+        with self.lock:
+            self._h2.add(h2)
+        h2.start()
+        remaining = plan.remaining(time.monotonic())
+        if not h2.ready.wait(remaining) or h2.closed:
+            h2.close()
+            with self.lock:
+                self._h2.discard(h2)
+            if not h2.ready.is_set():
+                raise plan.out_of_time()
+            raise ConnectError(f"{plan.origin.key} closed the connection before its HTTP/2 "
+                               "settings", origin=plan.origin.key)
+
+    def _establish(self, plan: ConnectPlan, trace: Trace | None,
+                   protocols: tuple[str, ...] = HTTP1) -> socket.socket:
         """TCP connect to the first address that answers, then TLS if https."""
         info = plan.resolved(self._resolve(plan), time.monotonic())
         if trace is not None:
@@ -294,14 +378,14 @@ class SyncPool:
             if trace is not None:
                 emit(trace, "tcp.connected", **info)
             if plan.origin.is_tls:
-                sock = self._handshake(sock, plan, trace)
+                sock = self._handshake(sock, plan, trace, protocols)
             sock.settimeout(None)
             return sock
         raise plan.error()
 
-    def _handshake(self, sock: socket.socket, plan: ConnectPlan,
-                   trace: Trace | None) -> socket.socket:
-        context = tls_context(self.config.verify)
+    def _handshake(self, sock: socket.socket, plan: ConnectPlan, trace: Trace | None,
+                   protocols: tuple[str, ...]) -> socket.socket:
+        context = tls_context(self.config.verify, protocols)
         try:
             sock.settimeout(plan.remaining(time.monotonic()))
             tls = context.wrap_socket(sock, server_hostname=plan.origin.host)
@@ -312,6 +396,7 @@ class SyncPool:
             sock.close()
             raise
         info = plan.handshake(tls.version(), time.monotonic())
+        info["alpn"] = tls.selected_alpn_protocol()
         if trace is not None:
             emit(trace, "tls.handshake", **info)
         return tls
@@ -349,6 +434,10 @@ class SyncPool:
             self._apply(self.state.close_all(), None)
             reaper, self._reaper = self._reaper, None
         self._stop_reaper.set()
+        with self.lock:
+            readers, self._h2 = list(self._h2), set()
+        for h2 in readers:
+            h2.join(5.0)
         if reaper is not None and reaper is not threading.current_thread():
             try:
                 reaper.join(5.0)

@@ -1,0 +1,386 @@
+"""HTTP/2 connection state, without I/O: the `h2` library under poolhttp's policies.
+
+This module is the only importer of `h2`, and it is imported only when a client with
+`http2=True` opens a connection that speaks HTTP/2 (the `http2` extra). h2 does the framing,
+HPACK and the stream state machines; what is ours:
+
+* Routing. An `H2Session` maps stream ids to the *exchanges* the driver made for them (one per
+  request: `StreamSink`), and the connection-level events to the driver's connection
+  (`SessionSink`): the response head, body chunks and end of a stream go to its exchange, a
+  reset fails that exchange alone, GOAWAY, SETTINGS and window updates go to the connection.
+* GOAWAY (RFC 9113 section 6.8). h2's own state machine closes the whole connection when a
+  GOAWAY arrives and then rejects the frames the server still sends for the streams it
+  promised to complete (at or below `last_stream_id`). Ours keeps the connection open after a
+  GOAWAY: no new stream is started (the driver drains the connection in the pool), the
+  streams at or below `last_stream_id` complete, and those above fail with a `StreamReset`
+  whose `processed` is False, so the client resends them safely on another connection.
+* Flow control. We announce a per-stream receive window of `STREAM_WINDOW` and a connection
+  window of `CONNECTION_WINDOW`. Received data is handed back to the server (`ack`) when it
+  is consumed: at once for a response read whole, as the reader takes it for a streamed one,
+  so a slow reader holds back its own stream (at most `STREAM_WINDOW` buffered) and never
+  the connection: the connection window exceeds what all streams can hold together. On the
+  sending side `send_data` takes no more than the server's windows allow, in frames of its
+  maximum size; the driver waits for `on_window` to send the rest.
+* Request headers: names lower-case, pseudo-headers first, the connection-specific headers
+  of HTTP/1.1 (Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade) never
+  sent, Host turned into `:authority`, TE only as "trailers" (RFC 9113 section 8.2.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol
+
+from h2 import events
+from h2.config import H2Configuration
+from h2.connection import (
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    H2ConnectionStateMachine,
+)
+from h2.errors import ErrorCodes
+from h2.exceptions import FlowControlError, H2Error, StreamClosedError
+from h2.settings import SettingCodes
+
+from .._exceptions import RemoteProtocolError, StreamReset
+from .._models import Request
+
+__all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "H2Encoder", "H2Session", "SessionSink",
+           "StreamSink", "error_name"]
+
+STREAM_WINDOW: Final = 1 << 20  # 1 MiB per stream: full speed on fast links, bounded memory
+CONNECTION_WINDOW: Final = 1 << 30  # more than max_concurrent_streams streams can hold
+MAX_HEADER_LIST: Final = 64 * 1024  # as for HTTP/1.1: a response head of at most 64 KiB
+CANCEL: Final = int(ErrorCodes.CANCEL)
+REFUSED_STREAM: Final = int(ErrorCodes.REFUSED_STREAM)
+STATUS_LINES: dict[int, bytes] = {}  # b"HTTP/2 200 " per status, made once
+
+
+def error_name(code: int) -> str:
+    """"REFUSED_STREAM" for 7; "0x1f" for a code RFC 9113 does not define."""
+    return StreamReset("", error_code=code).error_name
+
+
+class StreamSink(Protocol):
+    """One request's exchange, as the session sees it (the drivers implement it)."""
+
+    def on_head(self, status: int, status_line: bytes, block: bytes) -> None: ...
+    def on_data(self, data: bytes, flow: int) -> None: ...
+    def on_end(self, trailers: bytes) -> None: ...
+    def on_reset(self, error: StreamReset) -> None: ...
+
+
+class SessionSink(Protocol):
+    """The connection, as the session sees it (the drivers implement it)."""
+
+    def on_goaway(self, last_stream_id: int, error_code: int) -> None: ...
+    def on_capacity(self, streams: int) -> None: ...
+    def on_window(self) -> None: ...
+
+
+class _GoawayTolerant(H2ConnectionStateMachine):
+    """h2's connection state machine, except that a received GOAWAY leaves it open, so the
+    streams the server still completes are read (see the module docstring)."""
+
+    _transitions = {
+        **H2ConnectionStateMachine._transitions,
+        (ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY):
+            (None, ConnectionState.CLIENT_OPEN),
+    }
+
+
+_CONFIG = H2Configuration(client_side=True, header_encoding=None,
+                          validate_outbound_headers=False, normalize_outbound_headers=False,
+                          validate_inbound_headers=True, normalize_inbound_headers=False)
+
+
+class H2Session:
+    """The protocol state of one HTTP/2 connection. The driver feeds it the bytes it reads
+    (`feed`), writes what `output()` returns after each call, and keeps one exchange per
+    stream in `streams`."""
+
+    __slots__ = ("_h2", "_trailers", "goaway", "origin", "sink", "streams")
+
+    def __init__(self, sink: SessionSink, origin: str) -> None:
+        self.sink = sink
+        self.origin = origin
+        self.streams: dict[int, StreamSink] = {}
+        self.goaway: int | None = None  # the last_stream_id of a GOAWAY received
+        self._trailers: dict[int, bytes] = {}
+        h2 = self._h2 = H2Connection(_CONFIG)
+        h2.state_machine = _GoawayTolerant()
+        h2.local_settings.update({
+            SettingCodes.ENABLE_PUSH: 0,
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+        })
+        h2.initiate_connection()
+        h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def max_streams(self) -> int:
+        """The server's SETTINGS_MAX_CONCURRENT_STREAMS (2**31 - 1 if it set none)."""
+        value: int = self._h2.remote_settings.max_concurrent_streams
+        return value
+
+    def output(self) -> bytes:
+        """The bytes to write now (may be empty)."""
+        data: bytes = self._h2.data_to_send()
+        return data
+
+    # -- sending ---------------------------------------------------------------------------
+    def start(self, headers: list[tuple[bytes, bytes]], sink: StreamSink,
+              end_stream: bool) -> int:
+        """Open a stream for a request with `headers` (see H2Encoder); returns its id."""
+        h2 = self._h2
+        stream_id: int = h2.get_next_available_stream_id()
+        h2.send_headers(stream_id, headers, end_stream=end_stream)
+        self.streams[stream_id] = sink
+        return stream_id
+
+    def send_window(self, stream_id: int) -> int:
+        """How many body bytes the server's windows take now on `stream_id`."""
+        try:
+            window: int = self._h2.local_flow_control_window(stream_id)
+        except StreamClosedError:
+            return 0
+        return window
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> int:
+        """Send as much of `data` as the windows allow; returns how many bytes were taken.
+        END_STREAM goes with the last of it if `end_stream` and all of it was taken."""
+        h2 = self._h2
+        view = memoryview(data)
+        window = self.send_window(stream_id)
+        frame = h2.max_outbound_frame_size
+        sent = 0
+        total = len(view)
+        while sent < total and window > 0:
+            size = min(total - sent, window, frame)
+            last = end_stream and sent + size == total
+            try:
+                h2.send_data(stream_id, view[sent:sent + size].tobytes(), end_stream=last)
+            except FlowControlError:
+                break
+            sent += size
+            window -= size
+        if end_stream and total == 0:
+            h2.end_stream(stream_id)
+        return sent
+
+    def end_stream(self, stream_id: int, trailers: list[tuple[bytes, bytes]] | None = None
+                   ) -> None:
+        """The request body is complete (with trailers, if any)."""
+        if trailers:
+            self._h2.send_headers(stream_id, trailers, end_stream=True)
+        else:
+            self._h2.end_stream(stream_id)
+
+    def reset(self, stream_id: int, code: int = CANCEL) -> None:
+        """Abandon a stream (RST_STREAM): a cancelled or timed-out request."""
+        self.streams.pop(stream_id, None)
+        self._trailers.pop(stream_id, None)
+        try:
+            self._h2.reset_stream(stream_id, code)
+        except (StreamClosedError, H2Error):
+            pass  # it ended meanwhile: nothing to reset
+
+    def ack(self, stream_id: int, size: int) -> None:
+        """`size` flow-controlled bytes of `stream_id` were consumed: hand them back."""
+        if size:
+            try:
+                self._h2.acknowledge_received_data(size, stream_id)
+            except (StreamClosedError, H2Error):
+                pass
+
+    def ping(self, opaque: bytes) -> None:
+        self._h2.ping(opaque)
+
+    def close(self) -> None:
+        """Say GOAWAY (before closing the transport)."""
+        try:
+            self._h2.close_connection()
+        except H2Error:
+            pass
+
+    # -- receiving -----------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Bytes from the server. Raises RemoteProtocolError on a connection-level error
+        (the connection is finished: every exchange on it must fail)."""
+        try:
+            received = self._h2.receive_data(data)
+        except H2Error as exc:
+            raise RemoteProtocolError(
+                f"{self.origin} broke the HTTP/2 protocol: {exc}", origin=self.origin,
+                reason="http2 protocol error") from exc
+        for event in received:
+            handler = _HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+
+    def _on_response(self, event: Any) -> None:
+        sink = self.streams.get(event.stream_id)
+        if sink is None:
+            return
+        status = 0
+        lines = []
+        for name, value in event.headers:
+            if name[0] == 58:  # b":"
+                if name == b":status":
+                    status = int(value)
+            else:
+                lines.append(name + b": " + value)
+        status_line = STATUS_LINES.get(status)
+        if status_line is None:
+            status_line = STATUS_LINES[status] = b"HTTP/2 %d " % status
+        sink.on_head(status, status_line, self._block(lines))
+
+    def _block(self, lines: list[bytes]) -> bytes:
+        """Header lines as the CRLF-separated block `Headers` splits lazily; a field that
+        would break a line (CR or LF inside, which HPACK can carry) is a protocol error."""
+        block = b"\r\n".join(lines)
+        if block.count(b"\n") + 1 != len(lines) and lines:
+            raise RemoteProtocolError(f"{self.origin} sent an HTTP/2 header field with a line "
+                                      "break in it", origin=self.origin,
+                                      reason="line break in a header field")
+        return block
+
+    def _on_data(self, event: Any) -> None:
+        sink = self.streams.get(event.stream_id)
+        if sink is None:  # reset by us meanwhile: hand the window back at once
+            self.ack(event.stream_id, event.flow_controlled_length)
+            return
+        sink.on_data(event.data, event.flow_controlled_length)
+
+    def _on_trailers(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            self._trailers[event.stream_id] = self._block(
+                [name + b": " + value for name, value in event.headers])
+
+    def _on_ended(self, event: Any) -> None:
+        sink = self.streams.pop(event.stream_id, None)
+        trailers = self._trailers.pop(event.stream_id, b"") if self._trailers else b""
+        if sink is not None:
+            sink.on_end(trailers)
+
+    def _on_reset(self, event: Any) -> None:
+        stream_id = event.stream_id
+        sink = self.streams.pop(stream_id, None)
+        self._trailers.pop(stream_id, None)
+        if sink is None:
+            return
+        code = int(event.error_code)
+        name = error_name(code)
+        refused = code == REFUSED_STREAM
+        sink.on_reset(StreamReset(
+            f"{self.origin} reset the HTTP/2 stream of this request ({name}"
+            + (": refused before any processing" if refused else "") + ")",
+            origin=self.origin, error_code=code, stream_id=stream_id, processed=not refused))
+
+    def _on_goaway(self, event: Any) -> None:
+        last = int(event.last_stream_id)
+        self.goaway = last if self.goaway is None else min(self.goaway, last)
+        code = int(event.error_code)
+        refused = [s for s in self.streams if s > last]
+        self.sink.on_goaway(last, code)  # first: no new stream may start on it
+        # Streams above last_stream_id were not processed: they fail, to be resent.
+        for stream_id in refused:
+            sink = self.streams.pop(stream_id, None)
+            self._trailers.pop(stream_id, None)
+            if sink is not None:
+                sink.on_reset(StreamReset(
+                    f"{self.origin} said GOAWAY ({error_name(code)}) before processing this "
+                    f"request's stream ({stream_id} > last stream {last})",
+                    origin=self.origin, error_code=code, stream_id=stream_id,
+                    processed=False))
+
+    def _on_settings(self, event: Any) -> None:
+        changed = event.changed_settings
+        if SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+            self.sink.on_capacity(max(1, self.max_streams))
+        if SettingCodes.INITIAL_WINDOW_SIZE in changed:
+            self.sink.on_window()
+
+    def _on_window(self, event: Any) -> None:
+        self.sink.on_window()
+
+
+_HANDLERS: dict[type, Any] = {
+    events.ResponseReceived: H2Session._on_response,
+    events.DataReceived: H2Session._on_data,
+    events.TrailersReceived: H2Session._on_trailers,
+    events.StreamEnded: H2Session._on_ended,
+    events.StreamReset: H2Session._on_reset,
+    events.ConnectionTerminated: H2Session._on_goaway,
+    events.RemoteSettingsChanged: H2Session._on_settings,
+    events.WindowUpdated: H2Session._on_window,
+}
+
+# Hop-by-hop headers of HTTP/1.1 that HTTP/2 forbids (RFC 9113 section 8.2.2).
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                                  b"transfer-encoding", b"upgrade"})
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+class H2Encoder:
+    """Request headers for HTTP/2 streams: the client's defaults lower-cased once (per
+    defaults list), each request's own headers and the pseudo-headers added per request."""
+
+    __slots__ = ("_defaults", "_defaults_for", "_methods")
+
+    def __init__(self) -> None:
+        self._defaults: list[tuple[bytes, bytes]] = []
+        self._defaults_for: list[tuple[bytes, bytes]] | None = None
+        self._methods: dict[str, bytes] = {}
+
+    def headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        method = request.method
+        method_bytes = self._methods.get(method)
+        if method_bytes is None:
+            method_bytes = self._methods[method] = method.encode("ascii")
+        url = request.url
+        origin = url.origin
+        authority = origin.host_header.encode("ascii")
+        edited = request._headers
+        if edited is not None:
+            pairs = _lowered(edited.raw)
+        else:
+            defaults = request._base_headers
+            if defaults is not self._defaults_for:
+                self._defaults = _lowered(defaults)
+                self._defaults_for = defaults
+            extra = request.extra_headers
+            if extra:
+                own = _lowered(extra)
+                names = {name for name, _ in own}
+                pairs = [p for p in self._defaults if p[0] not in names] + own
+            else:
+                pairs = self._defaults
+        headers = [(b":method", method_bytes),
+                   (b":scheme", b"https" if origin.is_tls else b"http"),
+                   (b":authority", authority), (b":path", url.target)]
+        for pair in pairs:
+            name = pair[0]
+            if name in _CONNECTION_SPECIFIC:
+                continue
+            if name == b"host":
+                headers[2] = (b":authority", pair[1])
+                continue
+            if name == b"te" and pair[1].lower() != b"trailers":
+                continue
+            headers.append(pair)
+        body = request.content
+        if body is not None:
+            headers.append((b"content-length", b"%d" % len(body)))
+        elif request.stream is not None:
+            if request.stream_length is not None:
+                headers.append((b"content-length", b"%d" % request.stream_length))
+        elif method in _METHODS_WITH_BODY:
+            headers.append((b"content-length", b"0"))
+        return headers
+
+
+def _lowered(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower(), value) for name, value in pairs
+            if name.lower() != b"content-length"]
