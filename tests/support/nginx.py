@@ -8,7 +8,10 @@ Layout of one instance (every port is picked at start):
 
 * one plain-HTTP server per address in `addresses` (distinct origins: 127.0.0.1, .2, .3 ...);
 * one more per address with keep-alive disabled (`url(..., keepalive=False)`);
-* one HTTPS server on 127.0.0.1 (and on [::1] with the same port when IPv6 works);
+* one HTTPS server on 127.0.0.1 (and on [::1] with the same port when IPv6 works), with
+  HTTP/2: its ALPN offers "h2" and "http/1.1", so HTTP/1.1 clients (and clients without
+  ALPN) are served HTTP/1.1 as before, and HTTP/2 clients get h2 (`http2_max_concurrent_streams`
+  sets what it announces; stub_status counts h2 connections and streams like the others);
 * one plain-HTTP server on [::1] when IPv6 works (`ipv6_url`);
 * a status listener on 127.0.0.1 with `stub_status`, read by `server_stats()`.
 
@@ -43,6 +46,7 @@ __all__ = [
     "ServerStats",
     "find_nginx",
     "ipv6_loopback_available",
+    "nginx_version",
     "pattern_bytes",
 ]
 
@@ -161,6 +165,21 @@ def _reserve_ports(groups: Sequence[Sequence[str]]) -> list[int]:
     return ports
 
 
+_VERSION_RE = re.compile(rb"nginx/(\d+)\.(\d+)\.(\d+)")
+
+
+def nginx_version(binary: str) -> tuple[int, int, int]:
+    """The version `binary -v` reports, e.g. (1, 22, 1)."""
+    result = subprocess.run(
+        [binary, "-v"], capture_output=True, timeout=10, check=False, stdin=subprocess.DEVNULL
+    )
+    match = _VERSION_RE.search(result.stderr + result.stdout)
+    if match is None:
+        raise NginxError(f"cannot read the version of {binary}: {result.stderr[:200]!r}")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
 def _duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
@@ -183,6 +202,7 @@ class Nginx:
         extra_http_config: str = "",
         binary: str | None = None,
         start_timeout: float = 10.0,
+        http2_max_concurrent_streams: int = 128,
     ) -> None:
         if not addresses:
             raise ValueError("at least one address is needed")
@@ -191,7 +211,9 @@ class Nginx:
         self.big_file_size = big_file_size
         self.extra_http_config = extra_http_config
         self.start_timeout = start_timeout
+        self.http2_max_concurrent_streams = http2_max_concurrent_streams
         self._binary = binary
+        self.version: tuple[int, int, int] | None = None
         self._given_certs = certs
         self._ipv6_wanted = ipv6
         self.ipv6 = False
@@ -221,6 +243,7 @@ class Nginx:
         binary = self._binary or find_nginx()
         if binary is None:
             raise NginxError("nginx is not installed (looked on PATH and in the sbin directories)")
+        self.version = nginx_version(binary)
         self.ipv6 = ipv6_loopback_available() if self._ipv6_wanted is None else self._ipv6_wanted
         self.directory = Path(tempfile.mkdtemp(prefix="poolhttp-nginx-"))
         try:
@@ -388,16 +411,23 @@ class Nginx:
                     [f"{address}:{ports[f'close{index}']}"], "        keepalive_timeout 0;\n"
                 )
             )
-        https_listens = [f"127.0.0.1:{ports['https']} ssl"]
+        # HTTP/2 on the HTTPS server: before 1.25.1 a parameter of `listen`, since then a
+        # directive of its own (the parameter still works there, with a warning).
+        assert self.version is not None
+        http2_directive = self.version >= (1, 25, 1)
+        tls_listen = " ssl" if http2_directive else " ssl http2"
+        https_listens = [f"127.0.0.1:{ports['https']}{tls_listen}"]
         if self.ipv6:
-            https_listens.append(f"[::1]:{ports['https']} ssl")
+            https_listens.append(f"[::1]:{ports['https']}{tls_listen}")
             servers.append(self._server_block([f"[::1]:{ports['ipv6']}"]))
         servers.append(
             self._server_block(
                 https_listens,
                 f"        ssl_certificate {_quote(self.certs.cert_path)};\n"
                 f"        ssl_certificate_key {_quote(self.certs.key_path)};\n"
-                "        ssl_protocols TLSv1.2 TLSv1.3;\n",
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+                + ("        http2 on;\n" if http2_directive else "")
+                + f"        http2_max_concurrent_streams {self.http2_max_concurrent_streams};\n",
             )
         )
         servers.append(

@@ -103,7 +103,7 @@ class _Connection(H2Connection):
     """h2's connection, counting its open streams from our stream map: h2's own count walks
     every stream it knows for each new one (O(streams in flight) per request)."""
 
-    streams_open: dict[int, Any] = {}  # noqa: RUF012 -- set per instance by H2Session
+    streams_open: dict[int, Any] = {}
 
     @property
     def open_outbound_streams(self) -> int:
