@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.certs import CertBundle, make_certs
 from tests.support.httpbin import Httpbin
+from tests.support.hypercorn import hypercorn_fixture
 from tests.support.nginx import Nginx
 from tests.support.scripted import ServerFactory
 
@@ -153,6 +154,10 @@ def httpbin(certs: CertBundle) -> Iterator[Httpbin]:
     `https_url(path)` and `ca_path` (pass as `verify=`). Four sync workers per server."""
     with Httpbin(certs=certs) as server:
         yield server
+
+
+# hypercorn: a second real HTTP/2 server (h2 over TLS with ALPN, and h2c), for the session.
+hypercorn = hypercorn_fixture()
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from h2.connection import (
 )
 from h2.errors import ErrorCodes
 from h2.exceptions import FlowControlError, H2Error, StreamClosedError
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 from hpack import Decoder
 from hpack.table import HeaderTable
 
@@ -289,8 +289,11 @@ class H2Session:
         decoder.max_header_list_size = h2.decoder.max_header_list_size
         decoder.max_allowed_table_size = h2.decoder.max_allowed_table_size
         h2.decoder = decoder
-        h2.local_settings.update({
+        # As initial values, not `update()`: updated settings are sent only in a later
+        # SETTINGS frame and apply once acknowledged, while the first one carries these.
+        h2.local_settings = Settings(client=True, initial_values={
             SettingCodes.ENABLE_PUSH: 0,
+            SettingCodes.MAX_CONCURRENT_STREAMS: 100,  # for pushed streams: none, push is off
             SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
         })
