@@ -17,12 +17,20 @@ SYNC_MAX_THREADS = 32
 MODES = ("full", "short", "smoke")
 
 
+# Which rows run which workloads. "main": every HTTP/1.1 workload, run by every row of the main
+# suite; "h2": the HTTP/2 workloads, run by their own rows (each client set up for HTTP/2, and
+# two HTTP/1.1-over-TLS reference rows), all against nginx's HTTP/2 server block.
+SUITES = ("main", "h2")
+HTTP2 = "HTTP/2"
+HTTP11 = "HTTP/1.1"
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
     title: str
     what: str  # one sentence for the report
-    server: str  # which nginx server block: "plain", "close", "tls" or "origins"
+    server: str  # which nginx server block: "plain", "close", "tls", "h2" or "origins"
     path: str
     method: str = "GET"
     concurrency: int = 64
@@ -33,6 +41,7 @@ class Workload:
     requests: dict[str, int] = field(default_factory=dict)  # per mode
     in_short: bool = False
     headline: bool = False
+    suite: str = "main"
 
     @property
     def max_connections(self) -> int:
@@ -110,6 +119,29 @@ WORKLOADS: tuple[Workload, ...] = (
              "reused.",
         server="tls", path="/small", concurrency=64,
         requests={"full": 15000, "short": 4000, "smoke": 128}),
+    # HTTP/2 over TLS: one nginx block offering h2 and http/1.1 by ALPN, at most 128 streams per
+    # connection (nginx's default). How many connections a client opens for its requests in
+    # flight is its own choice, and shows in New conns.
+    Workload(
+        name="h2-c64", title="HTTP/2: small GET, 64 concurrent",
+        what="GET of a small body over HTTP/2 (TLS, ALPN h2) by 64 tasks: the requests "
+             "multiplexed over as few connections as the client chooses; the reference rows "
+             "use HTTP/1.1 over TLS to the same server block, one connection per request in "
+             "flight.",
+        server="h2", path="/small", concurrency=64, suite="h2",
+        requests={"full": 15000, "short": 4000, "smoke": 128}),
+    Workload(
+        name="h2-c256", title="HTTP/2: small GET, 256 concurrent",
+        what="As h2-c64 with 256 tasks: more requests in flight than nginx's 128 streams per "
+             "connection, so a client needs a second connection or a queue.",
+        server="h2", path="/small", concurrency=256, suite="h2",
+        requests={"full": 20000, "short": 6000, "smoke": 512}),
+    Workload(
+        name="h2-1m", title="HTTP/2: 1 MiB bodies, 16 concurrent",
+        what="GET of a 1 MiB file over HTTP/2 by 16 tasks, whole body read into memory "
+             "(HTTP/2 flow control paces each stream and the connection); figure is body MB/s.",
+        server="h2", path="/1m.bin", concurrency=16, unit="MB/s", suite="h2",
+        requests={"full": 1000, "short": 300, "smoke": 32}),
 )
 
 WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
@@ -127,6 +159,11 @@ class ClientRow:
     baseline: bool = False
     floor: bool = False
     min_python: tuple[int, int] = (3, 10)  # the library has no release for older Pythons
+    suite: str = "main"  # the workloads it runs (see SUITES)
+    # The protocol the row must have used, checked on every run of a workload that checks it
+    # (the HTTP/2 ones): the library's own report of one response, and nginx's log of every
+    # request. A row that falls back to another protocol fails.
+    protocol: str = HTTP11
 
 
 CLIENTS: tuple[ClientRow, ...] = (
@@ -186,9 +223,60 @@ CLIENTS: tuple[ClientRow, ...] = (
     ClientRow("raw-sync", "raw floor (blocking)", "sync", "raw-threads", ("httptools",),
               ("httptools",), "blocking sockets: sendall + recv_into + httptools, fixed "
               "pre-encoded request, one connection per thread", floor=True),
+    # -- the HTTP/2 workloads -----------------------------------------------------------
+    ClientRow("poolhttp-h2-asyncio", "poolhttp h2 (asyncio)", "async", "tasks", ("poolhttp",),
+              ("poolhttp", "h2"), "one AsyncClient(http2=True); Limits(max_connections=C)",
+              baseline=True, suite="h2", protocol=HTTP2),
+    ClientRow("poolhttp-h2-uvloop", "poolhttp h2 (uvloop)", "async", "tasks",
+              ("poolhttp", "uvloop"), ("poolhttp", "h2", "uvloop"), "as above, on uvloop",
+              suite="h2", protocol=HTTP2),
+    ClientRow("poolhttp-h1-asyncio", "poolhttp h1 (asyncio)", "async", "tasks", ("poolhttp",),
+              ("poolhttp",), "reference: poolhttp's HTTP/1.1 over TLS to the HTTP/2 block; "
+              "one AsyncClient (http2 off), Limits(max_connections=C)", suite="h2"),
+    ClientRow("aiohttp-h1-asyncio", "aiohttp h1 (asyncio)", "async", "tasks", ("aiohttp",),
+              ("aiohttp",), "reference: aiohttp has no HTTP/2; HTTP/1.1 over TLS to the "
+              "HTTP/2 block, TCPConnector(limit=C)", suite="h2"),
+    ClientRow("httpx-h2", "httpx h2 (async)", "async", "tasks", ("httpx", "h2"),
+              ("httpx", "httpcore", "h2", "hpack", "hyperframe"),
+              "one AsyncClient(http2=True) (httpcore over h2); Limits(max_connections=C, "
+              "max_keepalive_connections=C)", suite="h2", protocol=HTTP2),
+    ClientRow("niquests-h2", "niquests h2 (async)", "async", "tasks", ("niquests",),
+              ("niquests", "urllib3-future", "jh2"),
+              "one AsyncSession (HTTP/3 off, HTTP/2 by ALPN, its default) with an "
+              "AsyncHTTPAdapter(pool_maxsize=C, pool_block=True)", suite="h2", protocol=HTTP2),
+    ClientRow("pyreqwest-h2-asyncio", "pyreqwest h2 (asyncio)", "async", "tasks",
+              ("pyreqwest",), ("pyreqwest",), "one Client from ClientBuilder().http2(True)"
+              ".max_connections(C) (h2 by ALPN; the cap is on requests in flight)",
+              min_python=(3, 11), suite="h2", protocol=HTTP2),
+    ClientRow("curl-cffi-h2", "curl_cffi h2 (async)", "async", "tasks", ("curl_cffi",),
+              ("curl_cffi", "cffi"), "one AsyncSession(max_clients=C, http_version=\"v2tls\") "
+              "(h2 by ALPN, libcurl multiplexing); its CurlMulti's connection limit C",
+              suite="h2", protocol=HTTP2),
 )
 
 CLIENTS_BY_KEY = {c.key: c for c in CLIENTS}
+
+
+def runs_on(client: ClientRow, workload: Workload) -> bool:
+    """Whether the row is measured on the workload (each suite has its own rows)."""
+    return client.suite == workload.suite
+
+
+def checks_protocol(workload: Workload) -> bool:
+    """Whether each run verifies the protocol its requests used (the HTTP/2 block logs it)."""
+    return workload.server == "h2"
+
+
+def baseline_key(workload: Workload, group: str) -> str | None:
+    """The row a group's ratios are against on this workload (poolhttp's), if it has one."""
+    return next((c.key for c in CLIENTS
+                 if c.baseline and c.group == group and runs_on(c, workload)), None)
+
+
+def floor_key(workload: Workload, group: str) -> str | None:
+    """The raw floor row of the group on this workload (none for HTTP/2)."""
+    return next((c.key for c in CLIENTS
+                 if c.floor and c.group == group and runs_on(c, workload)), None)
 
 
 def row_concurrency(client: ClientRow, workload: Workload) -> int:
@@ -223,4 +311,11 @@ def row_note(client: ClientRow, workload: Workload) -> str:
         return "4 fixed connections per origin"
     if workload.per_host and client.model == "raw-threads":
         return "one fixed connection per thread, origins dealt out in turn"
+    if client.suite == "h2" and client.protocol == HTTP11:
+        return "HTTP/1.1 reference: one connection per request in flight"
+    if client.key == "niquests-h2":
+        return ("niquests opens a new connection (each one h2) for a request while its pool "
+                "has room: up to one per request in flight")
+    if client.key == "curl-cffi-h2":
+        return "libcurl: at most 100 streams per connection (its default), PIPEWAIT on"
     return ""

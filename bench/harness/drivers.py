@@ -1,11 +1,12 @@
 """The load loops that every (non-raw) client row shares, so that all of them do the same work.
 
 A job asks for `requests` requests at a given concurrency. After a warm-up in which every task or
-thread sends exactly one request (opening the connections and paying any lazy set-up), the timed
-phase hands out request numbers from one shared counter; request i goes to urls[i % len(urls)],
-which is the round-robin over origins. The timed phase stops at the job's request count or when
-it has run for `time_limit` seconds, whichever comes first; the warm-up is bounded by the
-clients' own time-outs (every phase of every request has one). Smoke runs skip the warm-up.
+thread sends exactly one request (opening the connections and paying any lazy set-up; on the
+HTTP/2 workloads one request goes alone first, see drive_async), the timed phase hands out
+request numbers from one shared counter; request i goes to urls[i % len(urls)], which is the
+round-robin over origins. The timed phase stops at the job's request count or when it has run
+for `time_limit` seconds, whichever comes first; the warm-up is bounded by the clients' own
+time-outs (every phase of every request has one). Smoke runs skip the warm-up.
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ async def drive_async(job: Job, call: AsyncCall) -> tuple[Tally, Tally, float, b
                 tally.good(status, nbytes, expect)
 
     if job["warmup"]:
+        if job.get("prime"):
+            # HTTP/2: one request alone first, so that a client that multiplexes has its
+            # connection open, and knows it speaks h2, before the burst of the other tasks.
+            await warm_one(0)
         await asyncio.gather(*(warm_one(i) for i in range(tasks)))
     started = perf_counter()
     deadline = started + job["time_limit"]

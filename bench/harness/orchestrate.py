@@ -27,15 +27,20 @@ from .catalog import (
     BODY_16K,
     CLIENTS,
     CLIENTS_BY_KEY,
+    HTTP2,
+    HTTP11,
     POST_RESPONSE,
     SMALL_BODY,
     WORKLOADS,
     WORKLOADS_BY_NAME,
     ClientRow,
     Workload,
+    baseline_key,
+    checks_protocol,
     row_concurrency,
     row_concurrency_label,
     row_note,
+    runs_on,
 )
 from .procs import Worker, WorkerError
 from .server import Nginx
@@ -60,6 +65,8 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_P
 
 EXPECT_LEN = {"/small": len(SMALL_BODY), "/16k.bin": BODY_16K, "/1m.bin": BODY_1M,
               "/post": len(POST_RESPONSE)}
+# nginx's $server_protocol for each protocol a row may be meant to use.
+SERVER_PROTOCOL = {HTTP2: "HTTP/2.0", HTTP11: "HTTP/1.1"}
 
 
 @dataclass
@@ -76,6 +83,11 @@ class Plan:
 
     def requests(self, workload: Workload) -> int:
         return max(1, round(workload.requests[self.mode] * self.scale))
+
+    def jobs(self, clients: list[ClientRow] | None = None) -> int:
+        """Load jobs per run: the (client, workload) pairs of the plan that are measured."""
+        return sum(runs_on(c, w) for c in (self.clients if clients is None else clients)
+                   for w in self.workloads)
 
 
 def _split(value: str | None) -> list[str]:
@@ -101,11 +113,20 @@ def make_plan(args: argparse.Namespace) -> Plan:
         workloads = [w for w in WORKLOADS if w.in_short]
     else:
         workloads = list(WORKLOADS)
+    # Only workloads some chosen row runs (--only poolhttp-h2-asyncio: the HTTP/2 ones).
+    workloads = [w for w in workloads if any(runs_on(c, w) for c in clients)]
     idle = (not wanted or IDLE_MEMORY in wanted) and any(c.key in IDLE_CLIENTS for c in clients)
     runs = args.runs if args.runs else RUNS[mode]
-    return Plan(mode=mode, runs=runs, clients=clients, workloads=workloads, idle_memory=idle,
+    plan = Plan(mode=mode, runs=runs, clients=clients, workloads=workloads, idle_memory=idle,
                 scale=args.scale, time_limit=args.time_limit or TIME_LIMIT[mode],
                 batch=mode == "smoke" and not args.fresh_processes)
+    if not plan.jobs() and not idle:
+        # e.g. --only poolhttp-asyncio --workload h2-c64: the HTTP/2 workloads have rows of
+        # their own (poolhttp-h2-asyncio, ...).
+        raise SystemExit("no row of --only runs on the chosen workloads; the HTTP/2 workloads "
+                         "have their own rows: "
+                         + ", ".join(c.key for c in CLIENTS if c.suite == "h2"))
+    return plan
 
 
 def missing_modules(clients: list[ClientRow]) -> dict[str, list[str]]:
@@ -204,6 +225,10 @@ class Runner:
             "hosts": workload.hosts, "requests": self.plan.requests(workload),
             "ca": str(self.server.ca_file), "time_limit": self.plan.time_limit,
             "warmup": self.plan.mode != "smoke",  # smoke runs check function, not speed
+            # The protocol the worker must see the library report (None: not checked).
+            "protocol": client.protocol if checks_protocol(workload) else None,
+            # HTTP/2 workloads: the warm-up starts with one request alone (drivers.py).
+            "prime": workload.suite == "h2",
         }
 
     def idle_runs(self) -> int:
@@ -221,6 +246,8 @@ class Runner:
     def _ask(self, worker: Worker, job: dict[str, Any], run: int) -> dict[str, Any]:
         # Start-up, a warm-up bounded by the request time-outs, the measured phase, closing.
         timeout = self.plan.time_limit * 3 + 60.0
+        check = job.get("protocol")
+        log_offset = self.server.protocol_log_size() if check else 0
         before = self.server.accepted()
         try:
             answer = worker.ask(job, timeout)
@@ -230,8 +257,31 @@ class Runner:
         # Each stub_status query is itself one accepted connection: `after` counts its own.
         record = {"workload": job["workload"], "client": job["client"], "run": run,
                   "new_connections": after - before - 1, **answer}
+        if check:
+            self._check_protocol(record, check, log_offset)
         self.records.append(record)
         return record
+
+    def _check_protocol(self, record: dict[str, Any], expected: str, log_offset: int) -> None:
+        """Server side of the protocol check: every request nginx logged for the run must have
+        come over the row's protocol. A run that fell back to another one fails."""
+        failed = "failed" in record
+        # The responses the worker got (warm-up and the protocol probe included) were all
+        # logged by nginx: wait for that many lines.
+        answered = None if failed else (record["ok"] + record["warmup"]["ok"] + 1)
+        counts = self.server.protocols(log_offset, answered)
+        record["server_protocols"] = counts
+        if failed:
+            return
+        want = SERVER_PROTOCOL[expected]
+        others = {p: n for p, n in counts.items() if p != want}
+        logged = sum(counts.values())
+        if others or not counts.get(want):
+            record["failed"] = (f"protocol check: nginx logged {counts or 'no request'} for "
+                                f"this run, expected {expected} ({want}) only")
+        elif answered is not None and logged < answered:
+            record["failed"] = (f"protocol check: nginx logged only {logged} requests, the "
+                                f"client had {answered} answers")
 
     def run_one(self, job: dict[str, Any], run: int, worker: Worker | None) -> dict[str, Any]:
         if self.stopping:
@@ -252,7 +302,8 @@ class Runner:
         for workload in plan.workloads:
             for run in range(1, plan.runs + 1):
                 for client in clients:
-                    self._report(self.run_one(self.load_job(client, workload), run, None))
+                    if runs_on(client, workload):
+                        self._report(self.run_one(self.load_job(client, workload), run, None))
         if plan.idle_memory:
             for run in range(1, self.idle_runs() + 1):
                 for client in clients:
@@ -268,6 +319,8 @@ class Runner:
                 try:
                     for run in range(1, plan.runs + 1):
                         for workload in plan.workloads:
+                            if not runs_on(client, workload):
+                                continue
                             self._report(self.run_one(self.load_job(client, workload), run,
                                                       worker))
                         if (plan.idle_memory and client.key in IDLE_CLIENTS
@@ -299,8 +352,9 @@ class Runner:
         flag = "  (time limit)" if record.get("timed_out") else ""
         errors = f"  {record['errors']} errors: {record['error_sample']}" if record[
             "errors"] else ""
+        proto = f"  {record['info']['protocol']}" if record["info"].get("protocol") else ""
         print(f"{head} {rate:>11,.1f} {workload.unit}  {record['new_connections']:>5} new conns"
-              f"  {record['peak_rss_kib'] / 1024:5.0f} MiB{flag}{errors}", flush=True)
+              f"  {record['peak_rss_kib'] / 1024:5.0f} MiB{proto}{flag}{errors}", flush=True)
 
 
 def figure(record: dict[str, Any], workload: Workload) -> float:
@@ -327,10 +381,16 @@ def summarise(plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
     for workload in plan.workloads:
         rows: dict[str, Any] = {}
         for client in plan.clients:
+            if not runs_on(client, workload):
+                continue
             runs = [r for r in records
                     if r["workload"] == workload.name and r["client"] == client.key]
             good = [r for r in runs if "failed" not in r]
             figures = [figure(r, workload) for r in good]
+            server_protocols: dict[str, int] = {}
+            for r in runs:
+                for proto, n in r.get("server_protocols", {}).items():
+                    server_protocols[proto] = server_protocols.get(proto, 0) + n
             rows[client.key] = {
                 "label": client.label,
                 "group": client.group,
@@ -351,10 +411,16 @@ def summarise(plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
                 "peak_rss_mib": (statistics.median([r["peak_rss_kib"] for r in good]) / 1024
                                  if good else None),
                 "unavailable": plan.unavailable.get(client.key),
+                # The protocol every run was checked to have used (None: not checked), what
+                # the library reported, and nginx's count of requests per protocol.
+                "protocol": client.protocol if checks_protocol(workload) else None,
+                "protocols_seen": sorted({r["info"]["protocol"] for r in good
+                                          if r["info"].get("protocol")}),
+                "server_protocols": server_protocols,
             }
         for key, row in rows.items():
-            base_key = "poolhttp-asyncio" if row["group"] == "async" else "poolhttp-sync"
-            base = rows.get(base_key, {}).get("median")
+            base_key = baseline_key(workload, row["group"])
+            base = rows.get(base_key, {}).get("median") if base_key else None
             row["ratio"] = (row["median"] / base
                             if row["median"] is not None and base else None)
             row["baseline"] = key == base_key
@@ -412,7 +478,7 @@ def problems(summary: dict[str, Any], idle: dict[str, Any]) -> list[str]:
 # -- entry point -------------------------------------------------------------------------
 # Rough relative cost of a client's smoke jobs, to balance the two lanes.
 _SMOKE_COST = {"httpx-async": 8.0, "requests": 2.0, "niquests": 2.0, "httpx-sync": 2.0,
-               "urllib3": 1.5}
+               "urllib3": 1.5, "niquests-h2": 2.0, "httpx-h2": 1.5}
 
 
 def _lanes(clients: list[ClientRow], n: int) -> list[list[ClientRow]]:
@@ -494,7 +560,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     runnable = [c for c in plan.clients if c.key not in plan.unavailable]
     lanes = _lanes(runnable, 2 if plan.batch else 1)
-    total = len(runnable) * len(plan.workloads) * plan.runs
+    total = plan.jobs(runnable) * plan.runs
     if plan.idle_memory:
         total += (sum(c.key in IDLE_CLIENTS for c in runnable)
                   * min(plan.runs, IDLE_RUNS[plan.mode]))
@@ -511,8 +577,9 @@ def main(args: argparse.Namespace) -> int:
             server_root.mkdir()
             server = stack.enter_context(Nginx(server_root, server_cpu))
             runners.append(Runner(plan, server, client_cpu, logs, progress))
-        print(f"bench: {plan.mode} mode, {total} runs ({len(runnable)} clients x "
-              f"{len(plan.workloads)} workloads x {plan.runs} runs"
+        print(f"bench: {plan.mode} mode, {total} runs ({len(runnable)} clients, "
+              f"{len(plan.workloads)} workloads: {plan.jobs(runnable)} client-workload pairs x "
+              f"{plan.runs} run{'s' if plan.runs > 1 else ''}"
               f"{' + idle memory' if plan.idle_memory else ''}); {pinning}", flush=True)
         try:
             if plan.batch:

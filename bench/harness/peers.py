@@ -5,6 +5,10 @@ set to the job's `max_connections` (and the per-origin limit where the library h
 connections alive, never retries, never reads proxies from the environment, and offers the same
 three calls: `get` (whole body into memory), `post` (the JSON payload, serialised by the library),
 and `stream` (body read to the end in chunks and discarded). Each returns (status, body bytes).
+
+The adapters of the HTTP/2 workloads' rows also have `protocol(url)`: one more GET, after the
+measured phase, returning the protocol the library says the response came over ("HTTP/2",
+"HTTP/1.1"), which the worker checks against the row's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ CHUNK = 64 * 1024  # for the libraries that ask the caller for a chunk size
 
 def _tls_context(job: dict[str, Any]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=job["ca"])
+
+
+def protocol_name(version: str) -> str:
+    """A library's spelling of an HTTP version, normalised: "HTTP/2.0" -> "HTTP/2"."""
+    text = version.strip().upper()
+    if text in ("H2", "HTTP/2", "HTTP/2.0"):
+        return "HTTP/2"
+    if text in ("H3", "HTTP/3", "HTTP/3.0"):
+        return "HTTP/3"
+    return text
 
 
 def _per_host_or_total(job: dict[str, Any]) -> int:
@@ -61,10 +75,33 @@ class PoolhttpAsync:
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def protocol(self, url: str) -> str:
+        response = await self.client.get(url)
+        return protocol_name(response.http_version)
+
     def info(self) -> dict[str, Any]:
         s = self.client.stats()
         return {"pool": {"created": s.created, "reused": s.reused, "closed": s.closed,
                          "connections": s.connections, "idle": s.idle}}
+
+
+class PoolhttpH2Async(PoolhttpAsync):
+    """poolhttp with HTTP/2: `AsyncClient(http2=True)`, h2 offered by ALPN."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        import poolhttp
+
+        try:
+            self.client = poolhttp.AsyncClient(
+                http2=True,
+                limits=poolhttp.Limits(max_connections=job["max_connections"],
+                                       max_connections_per_host=job["per_host"]),
+                timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"])
+        except TypeError as exc:
+            if "http2" not in str(exc):
+                raise
+            raise TypeError(f"this poolhttp has no HTTP/2 yet: AsyncClient(http2=True) "
+                            f"raised TypeError: {exc}") from exc
 
 
 class AiohttpAsync:
@@ -104,18 +141,26 @@ class AiohttpAsync:
         if self.session is not None:
             await self.session.close()
 
+    async def protocol(self, url: str) -> str:
+        async with self.session.get(url) as response:
+            await response.read()
+            version = response.version
+            return protocol_name(f"HTTP/{version.major}.{version.minor}")
+
     def info(self) -> dict[str, Any]:
         return {}
 
 
 class HttpxAsync:
+    http2 = False
+
     def __init__(self, job: dict[str, Any]) -> None:
         import httpx
 
         limit = job["max_connections"]
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            timeout=TIMEOUT, verify=_tls_context(job), trust_env=False)
+            timeout=TIMEOUT, verify=_tls_context(job), trust_env=False, http2=self.http2)
 
     async def open(self) -> None:
         pass
@@ -137,6 +182,71 @@ class HttpxAsync:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def protocol(self, url: str) -> str:
+        response = await self.client.get(url)
+        return protocol_name(response.http_version)
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+class HttpxH2Async(HttpxAsync):
+    """httpx with `http2=True` (httpcore's HTTP/2 over the h2 package; h2 offered by ALPN)."""
+
+    http2 = True
+
+
+class NiquestsH2Async:
+    """niquests' AsyncSession, which offers h2 (and http/1.1) by ALPN by default over TLS; HTTP/3
+    is turned off (nginx here does not offer it; off, no Alt-Svc probing can interfere)."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.session: Any = None
+
+    async def open(self) -> None:
+        import niquests
+        import niquests.adapters
+
+        job = self.job
+        self.session = niquests.AsyncSession(disable_http3=True)
+        # As for the sync niquests row: one origin, a blocking pool of C connections (a cap;
+        # with HTTP/2 the pool multiplexes requests over the connections it has).
+        adapter = niquests.adapters.AsyncHTTPAdapter(
+            pool_connections=max(job["hosts"], 1), pool_maxsize=_per_host_or_total(job),
+            pool_block=True, max_retries=0, disable_http3=True)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.verify = job["ca"]
+        self.session.trust_env = False
+
+    async def get(self, url: str) -> tuple[int, int]:
+        response = await self.session.get(url, timeout=TIMEOUT)
+        return response.status_code, len(response.content)
+
+    async def post(self, url: str) -> tuple[int, int]:
+        response = await self.session.post(url, json=POST_PAYLOAD, timeout=TIMEOUT)
+        return response.status_code, len(response.content)
+
+    async def stream(self, url: str) -> tuple[int, int]:
+        n = 0
+        response = await self.session.get(url, stream=True, timeout=TIMEOUT)
+        async for chunk in await response.iter_content(chunk_size=CHUNK):
+            n += len(chunk)
+        await response.close()
+        return response.status_code, n
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def protocol(self, url: str) -> str:
+        response = await self.session.get(url, timeout=TIMEOUT)
+        # An int: 11, 20 or 30 (urllib3-future's HttpVersion).
+        version = response.http_version
+        return {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2", 30: "HTTP/3"}.get(
+            version or 0, f"unknown ({version!r})")
 
     def info(self) -> dict[str, Any]:
         return {}
@@ -194,6 +304,8 @@ class AiosonicAsync:
 class PyreqwestAsync:
     """pyreqwest: reqwest (hyper, tokio) behind a request-builder API; JSON and body in Rust."""
 
+    http2 = False
+
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
         self.ca_pem = Path(job["ca"]).read_bytes()
@@ -204,13 +316,16 @@ class PyreqwestAsync:
 
         # Built inside the running loop, which its futures complete on. max_connections caps
         # the requests in flight, and so the connections (reqwest has no per-host limit).
-        self.client = (ClientBuilder()
-                       .max_connections(self.job["max_connections"])
-                       .timeout(timedelta(seconds=TIMEOUT))
-                       .connect_timeout(timedelta(seconds=TIMEOUT))
-                       .add_root_certificate_pem(self.ca_pem)
-                       .no_proxy()
-                       .build())
+        builder = (ClientBuilder()
+                   .max_connections(self.job["max_connections"])
+                   .timeout(timedelta(seconds=TIMEOUT))
+                   .connect_timeout(timedelta(seconds=TIMEOUT))
+                   .add_root_certificate_pem(self.ca_pem)
+                   .no_proxy())
+        if self.http2:
+            # HTTP/2 is off by default (reqwest's opt-in feature); on, it is offered by ALPN.
+            builder = builder.http2(True)
+        self.client = builder.build()
 
     async def get(self, url: str) -> tuple[int, int]:
         response = await self.client.get(url).build().send()
@@ -234,8 +349,19 @@ class PyreqwestAsync:
         if self.client is not None:
             await self.client.close()
 
+    async def protocol(self, url: str) -> str:
+        response = await self.client.get(url).build().send()
+        await response.bytes()
+        return protocol_name(response.version)  # "HTTP/1.1", "HTTP/2.0"
+
     def info(self) -> dict[str, Any]:
         return {}
+
+
+class PyreqwestH2Async(PyreqwestAsync):
+    """pyreqwest with `.http2(True)` on its builder: h2 offered by ALPN (hyper's HTTP/2)."""
+
+    http2 = True
 
 
 class RnetAsync:
@@ -284,19 +410,28 @@ class RnetAsync:
 class CurlCffiAsync:
     """curl_cffi's AsyncSession: libcurl's multi interface driven by the asyncio loop."""
 
+    http_version: str | None = None  # libcurl's default
+
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
         self.session: Any = None
 
     async def open(self) -> None:
-        from curl_cffi import CurlMOpt
+        from curl_cffi import CurlMOpt, CurlOpt
         from curl_cffi.requests import AsyncSession
 
         limit = self.job["max_connections"]
         # max_clients: the easy handles, so the transfers in flight; the multi handle's
         # connection limits are set as for the pycurl row.
+        extra: dict[str, Any] = {}
+        if self.http_version:
+            # PIPEWAIT: a transfer waits for a connection that is being set up, to learn
+            # whether it can multiplex over it, rather than open one more (libcurl's default
+            # is to open one; curl's own --parallel sets this too).
+            extra = {"http_version": self.http_version,
+                     "curl_options": {CurlOpt.PIPEWAIT: 1}}
         self.session = AsyncSession(max_clients=limit, timeout=TIMEOUT, verify=self.job["ca"],
-                                    trust_env=False)
+                                    trust_env=False, **extra)
         multi = self.session.acurl
         multi.setopt(CurlMOpt.MAX_TOTAL_CONNECTIONS, limit)
         multi.setopt(CurlMOpt.MAXCONNECTS, limit)
@@ -322,10 +457,28 @@ class CurlCffiAsync:
         if self.session is not None:
             await self.session.close()
 
+    async def protocol(self, url: str) -> str:
+        from curl_cffi import CurlHttpVersion
+
+        response = await self.session.get(url)
+        # libcurl's CURLINFO_HTTP_VERSION: its CURL_HTTP_VERSION_* numbers.
+        names = {CurlHttpVersion.V1_0: "HTTP/1.0", CurlHttpVersion.V1_1: "HTTP/1.1",
+                 CurlHttpVersion.V2_0: "HTTP/2", CurlHttpVersion.V3: "HTTP/3"}
+        return names.get(response.http_version, f"unknown ({response.http_version!r})")
+
     def info(self) -> dict[str, Any]:
         return {}
 
 
+class CurlCffiH2Async(CurlCffiAsync):
+    """curl_cffi over HTTP/2: http_version "v2tls" (libcurl's CURL_HTTP_VERSION_2TLS: h2 by
+    ALPN over TLS, HTTP/1.1 for plain http), libcurl multiplexing streams over a connection
+    (up to its own default of 100 per connection), PIPEWAIT on."""
+
+    http_version = "v2tls"
+
+
+# Keyed by row key, or by the part before the loop ("poolhttp" for poolhttp-uvloop).
 ASYNC_ADAPTERS: dict[str, type[Any]] = {
     "poolhttp": PoolhttpAsync,
     "aiohttp": AiohttpAsync,
@@ -334,6 +487,14 @@ ASYNC_ADAPTERS: dict[str, type[Any]] = {
     "pyreqwest": PyreqwestAsync,
     "rnet": RnetAsync,
     "curl-cffi": CurlCffiAsync,
+    # The HTTP/2 workloads' rows (and their HTTP/1.1 references, the usual adapters).
+    "poolhttp-h2": PoolhttpH2Async,
+    "poolhttp-h1": PoolhttpAsync,
+    "aiohttp-h1": AiohttpAsync,
+    "httpx-h2": HttpxH2Async,
+    "niquests-h2": NiquestsH2Async,
+    "pyreqwest-h2": PyreqwestH2Async,
+    "curl-cffi-h2": CurlCffiH2Async,
 }
 
 

@@ -16,6 +16,9 @@ from .catalog import (
     CLIENTS_BY_KEY,
     SYNC_MAX_THREADS,
     Workload,
+    baseline_key,
+    checks_protocol,
+    floor_key,
 )
 from .server import Nginx
 from .server import nginx_version as _nginx_version
@@ -164,6 +167,33 @@ def _notes(row: dict[str, Any]) -> str:
     return "; ".join(n.replace("|", "/") for n in notes)
 
 
+def _protocol(row: dict[str, Any]) -> str:
+    """The protocol a row's runs were checked to have used, or why there is none."""
+    if not row.get("protocol"):
+        return ""
+    if row["unavailable"] or row["median"] is None:
+        return "not verified (no run succeeded)"
+    if row["failed_runs"]:
+        return f"{row['protocol']} in the runs that passed the check"
+    return str(row["protocol"])
+
+
+def _protocol_line(rows: dict[str, Any]) -> list[str]:
+    """For a workload whose runs check the protocol: which protocol each row used."""
+    parts = []
+    for row in rows.values():
+        if not row.get("protocol"):
+            continue
+        served = row.get("server_protocols") or {}
+        count = ", ".join(f"{n:,} {p}" for p, n in sorted(served.items()))
+        parts.append(f"{row['label']} {_protocol(row)}" + (f" (nginx: {count})" if count else ""))
+    if not parts:
+        return []
+    return ["Protocol of each row, checked on every run (the library's own report of a "
+            "response, and nginx's `$server_protocol` for every request; a row that used "
+            "another protocol fails): " + "; ".join(parts) + ".", ""]
+
+
 # -- console -----------------------------------------------------------------------------
 def console(plan: Plan, summary: dict[str, Any], idle: dict[str, Any]) -> str:
     lines = [""]
@@ -171,21 +201,24 @@ def console(plan: Plan, summary: dict[str, Any], idle: dict[str, Any]) -> str:
         rows = summary[workload.name]
         lines.append(f"== {workload.name}: {workload.title} "
                      f"({plan.requests(workload):,} requests x {plan.runs} runs)")
+        checked = checks_protocol(workload)
         lines.append(f"   {'client':<22} {'concurrency':<13} {workload.unit:>10} "
-                     f"{'vs poolhttp':>11} {'new conns':>9} {'peak RSS':>9} {'errors':>6}")
+                     f"{'vs poolhttp':>11} {'new conns':>9} {'peak RSS':>9} {'errors':>6}"
+                     + ("  protocol" if checked else ""))
         for group in ("async", "sync"):
-            for row in rows.values():
-                if row["group"] != group:
-                    continue
+            shown = [row for row in rows.values() if row["group"] == group]
+            for row in shown:
                 rss = f"{row['peak_rss_mib']:.0f} MiB" if row["peak_rss_mib"] else "n/a"
                 conns = ("n/a" if row["new_connections"] is None
                          else f"{row['new_connections']:.0f}")
                 flag = " *" if row["timed_out_runs"] else ""
+                proto = f"  {_protocol(row)}" if checked else ""
                 lines.append(f"   {row['label']:<22} {row['concurrency']:<13} "
                              f"{_num(row['median'], workload.unit):>10} "
                              f"{_ratio(row['ratio']):>11} {conns:>9} {rss:>9} "
-                             f"{row['errors']:>6}{flag}")
-            lines.append("")
+                             f"{row['errors']:>6}{proto}{flag}")
+            if shown:
+                lines.append("")
     if any(r["timed_out_runs"] for rows in summary.values() for r in rows.values()):
         lines.append("   * stopped at the time limit; rated on the requests it finished")
     if idle:
@@ -216,8 +249,8 @@ def _workload_section(workload: Workload, rows: dict[str, Any], plan_w: dict[str
     out = [f"### {workload.title}", "",
            f"`{workload.name}`: {workload.what} {plan_w['requests']:,} requests per run, "
            f"{runs} run{'s' if runs > 1 else ''}, {limits}.", ""]
-    for group, title, base in (("async", "Async", "poolhttp (asyncio)"),
-                               ("sync", "Sync", "poolhttp (sync)")):
+    checked = checks_protocol(workload)
+    for group, title in (("async", "Async"), ("sync", "Sync")):
         body = []
         for row in rows.values():
             if row["group"] != group:
@@ -226,18 +259,23 @@ def _workload_section(workload: Workload, rows: dict[str, Any], plan_w: dict[str
             spread = ("n/a" if row["min"] is None
                       else f"{_num(row['min'], unit)} - {_num(row['max'], unit)}")
             body.append([
-                label, row["concurrency"], _num(row["median"], unit), spread,
-                _ratio(row["ratio"]),
+                label, row["concurrency"], *([_protocol(row)] if checked else []),
+                _num(row["median"], unit), spread, _ratio(row["ratio"]),
                 "n/a" if row["new_connections"] is None else f"{row['new_connections']:,.0f}",
                 "n/a" if row["peak_rss_mib"] is None else f"{row['peak_rss_mib']:.0f} MiB",
                 str(row["errors"]), _notes(row)])
         if not body:
             continue
+        key = baseline_key(workload, group)
+        base = CLIENTS_BY_KEY[key].label if key else "poolhttp"
         out.append(f"{title} (ratios against {base}):")
         out.append("")
-        out += _table(["Client", "Concurrency", unit, "Range", "vs poolhttp", "New conns",
-                       "Peak RSS", "Errors", "Notes"], body, "llrrrrrrl")
+        out += _table(["Client", "Concurrency", *(["Protocol"] if checked else []), unit,
+                       "Range", "vs poolhttp", "New conns", "Peak RSS", "Errors", "Notes"],
+                      body, "ll" + ("l" if checked else "") + "rrrrrrl")
         out.append("")
+    if checked:
+        out += _protocol_line(rows)
     return out
 
 
@@ -247,12 +285,15 @@ def _glance(summary: dict[str, Any], plan: Plan) -> list[str]:
     for workload in plan.workloads:
         rows = summary[workload.name]
         cells = [workload.title, workload.unit]
-        for base_key, floor_key, group in (("poolhttp-asyncio", "raw-asyncio", "async"),
-                                           ("poolhttp-sync", "raw-sync", "sync")):
-            base = rows.get(base_key, {}).get("median")
-            floor = rows.get(floor_key, {}).get("median")
+        for group in ("async", "sync"):
+            base_key, low_key = baseline_key(workload, group), floor_key(workload, group)
+            base = rows.get(base_key, {}).get("median") if base_key else None
+            floor = rows.get(low_key, {}).get("median") if low_key else None
+            # Peers speaking poolhttp's protocol: on HTTP/2 the HTTP/1.1 references are not.
+            protocol = CLIENTS_BY_KEY[base_key].protocol if base_key else None
             peers = [r for k, r in rows.items() if r["group"] == group and r["median"]
-                     and not CLIENTS_BY_KEY[k].floor and not k.startswith("poolhttp")]
+                     and not CLIENTS_BY_KEY[k].floor and not k.startswith("poolhttp")
+                     and CLIENTS_BY_KEY[k].protocol == protocol]
             best = max(peers, key=lambda r: r["median"], default=None)
             cells.append(_num(base, workload.unit))
             cells.append("n/a" if not (base and floor) else f"{100 * base / floor:.0f} %")
@@ -290,7 +331,9 @@ def markdown(data: dict[str, Any], plan: Plan, chart: str | None) -> str:
     out += ["## At a glance", "",
             "poolhttp's median, its share of the raw floor (the same work with no client "
             "logic at all), and the fastest other client of the same kind with its ratio to "
-            "poolhttp.", ""]
+            "poolhttp. On the HTTP/2 workloads poolhttp is its HTTP/2 row (poolhttp h2 "
+            "(asyncio)) and the peers are the HTTP/2 ones (not the HTTP/1.1 references); "
+            "there is no raw floor and no sync row.", ""]
     out += _glance(summary, plan)
     out += ["", "## Results", ""]
     for workload in plan.workloads:
@@ -343,6 +386,16 @@ def markdown(data: dict[str, Any], plan: Plan, chart: str | None) -> str:
             "another serves HTTPS with a throw-away CA, and the plain one also listens on "
             "127.0.0.2 .. 127.0.0.20 for the 20-origin workload. Traffic never leaves "
             "loopback.",
+            "- **HTTP/2**: one more TLS server block (same CA) offers h2 and http/1.1 by ALPN, "
+            "at most 128 concurrent streams per connection (nginx's default); it alone keeps "
+            "an access log, of `$server_protocol` only (buffered), so each run of the HTTP/2 "
+            "workloads counts which protocol its requests came over. Its rows are separate "
+            "from the HTTP/1.1 workloads' ones: each client set up for HTTP/2, and two "
+            "HTTP/1.1-over-TLS references (poolhttp's own and aiohttp, which has no HTTP/2). "
+            "Every run checks the protocol twice, by one response's version as the library "
+            "reports it and by nginx's log of every request, and fails if either differs "
+            "from the row's. Everywhere else every client speaks HTTP/1.1 (the TLS block of "
+            "`https` offers no h2).",
             "- **Clients**: each run of each client is a fresh Python process pinned to the "
             "other CPU, so clients never share an interpreter, a pool or a warm cache. Every "
             "client gets the same work: the same requests, the same concurrency and a "

@@ -3,7 +3,9 @@
 nginx is the fixed point every client is measured against, so it is set up to stay out of the
 way: one worker pinned to its own CPU, no access log, keep-alive effectively unlimited, bodies
 served from the page cache with sendfile. A separate `stub_status` port lets the orchestrator
-count the connections nginx accepted during each run.
+count the connections nginx accepted during each run. The HTTP/2 server block is the one
+exception to "no access log": it logs each request's `$server_protocol` (buffered), so that the
+orchestrator can count, for every run, which protocol each request really used.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from .catalog import BODY_1M, BODY_16K, POST_RESPONSE, SMALL_BODY
 from .procs import parent_death_signal
 
 ORIGIN_HOSTS = 20  # 127.0.0.1 .. 127.0.0.20 for the many-origins workload
+# The HTTP/2 block's access log: one `$server_protocol` per request ("HTTP/2.0", "HTTP/1.1").
+PROTOCOL_LOG = "h2-protocol.log"
+# How long nginx may keep access-log lines in its buffer before writing them out.
+PROTOCOL_LOG_FLUSH = 0.1
 
 
 def find_nginx() -> str | None:
@@ -33,11 +39,33 @@ def nginx_version(binary: str) -> str:
     return text.split("/", 1)[-1] if "/" in text else text
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """"1.22.1" -> (1, 22, 1); anything unparsable -> () (treated as old)."""
+    parts = []
+    for part in version.split(" ", 1)[0].split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def http2_directives(version: str) -> tuple[str, str]:
+    """(listen parameters, server-level directive) that turn HTTP/2 on for a TLS listener.
+
+    nginx 1.25.1 deprecated `listen ... http2` (it warns) for a separate `http2 on;`; earlier
+    releases (Debian 12 has 1.22) know only the listen parameter.
+    """
+    if _version_tuple(version) >= (1, 25, 1):
+        return "ssl", "http2 on;"
+    return "ssl http2", ""
+
+
 @dataclass
 class Ports:
     plain: int
     close: int
     tls: int
+    h2: int
     status: int
 
 
@@ -68,7 +96,7 @@ def _pick_ports() -> Ports:
                 return port
         raise RuntimeError("could not find distinct free loopback ports")
 
-    return Ports(plain=pick(ORIGIN_HOSTS), close=pick(), tls=pick(), status=pick())
+    return Ports(plain=pick(ORIGIN_HOSTS), close=pick(), tls=pick(), h2=pick(), status=pick())
 
 
 def make_tls_files(directory: Path) -> Path:
@@ -86,7 +114,7 @@ def make_tls_files(directory: Path) -> Path:
     return ca_file
 
 
-def _config(root: Path, ports: Ports) -> str:
+def _config(root: Path, ports: Ports, version: str) -> str:
     www = root / "www"
     small = SMALL_BODY.decode().replace("\n", "\\n")
     post = POST_RESPONSE.decode().replace("\n", "\\n")
@@ -101,6 +129,8 @@ def _config(root: Path, ports: Ports) -> str:
     origin_listens = "\n".join(f"        listen 127.0.0.{i}:{ports.plain};"
                                for i in range(2, ORIGIN_HOSTS + 1))
     temp = root / "temp"
+    h2_listen, h2_on = http2_directives(version)
+    flush_ms = round(PROTOCOL_LOG_FLUSH * 1000)
     return f"""
 daemon off;
 worker_processes 1;
@@ -152,6 +182,25 @@ http {{
         {locations}
     }}
 
+    # HTTP/2 over TLS (ALPN h2, with http/1.1 for the clients that offer only that), same
+    # certificate and locations as the TLS block. keepalive_requests and keepalive_timeout
+    # above apply to HTTP/2 connections too (they replaced http2_max_requests, whose default
+    # of 1000 would otherwise close each connection with a GOAWAY). http2_max_concurrent_streams
+    # stays at its default, 128: a client with more requests in flight than that has to open a
+    # second connection or queue, which is part of what h2-c256 measures.
+    log_format protocol '$server_protocol';
+    server {{
+        listen 127.0.0.1:{ports.h2} {h2_listen} backlog=4096;
+        {h2_on}
+        ssl_certificate {root}/server.pem;
+        ssl_certificate_key {root}/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        # One short line per request, written out at least every {PROTOCOL_LOG_FLUSH:g} s: the
+        # orchestrator counts the protocols after each run (Nginx.protocols).
+        access_log {root}/{PROTOCOL_LOG} protocol buffer=64k flush={flush_ms}ms;
+        {locations}
+    }}
+
     server {{
         listen 127.0.0.1:{ports.status};
         location = /status {{ stub_status; }}
@@ -176,8 +225,10 @@ class Nginx:
             raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light; "
                                "`python3 dev.py bench` installs it)")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.ports = Ports(0, 0, 0, 0)
+        self.ports = Ports(0, 0, 0, 0, 0)
         self.ca_file = root / "ca.pem"
+        self.version = nginx_version(self.binary)
+        self.protocol_log = root / PROTOCOL_LOG
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Nginx:
@@ -206,7 +257,7 @@ class Nginx:
         for _attempt in range(3):  # another process may grab a port between probe and bind
             self.ports = _pick_ports()
             conf = root / "nginx.conf"
-            conf.write_text(_config(root, self.ports))
+            conf.write_text(_config(root, self.ports, self.version))
             assert self.binary is not None
             cmd = [self.binary, "-p", str(root), "-c", str(conf)]
             if self.cpu is not None and shutil.which("taskset"):
@@ -275,9 +326,47 @@ class Nginx:
     def base_url(self, server: str, host: int = 1) -> str:
         if server == "tls":
             return f"https://127.0.0.1:{self.ports.tls}"
+        if server == "h2":
+            return f"https://127.0.0.1:{self.ports.h2}"
         if server == "close":
             return f"http://127.0.0.1:{self.ports.close}"
         return f"http://127.0.0.{host}:{self.ports.plain}"
+
+    def protocol_log_size(self) -> int:
+        """Where the HTTP/2 block's access log ends now (nginx creates it at start)."""
+        try:
+            return self.protocol_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def protocols(self, offset: int, expect: int | None, wait: float = 3.0) -> dict[str, int]:
+        """Requests per protocol the HTTP/2 block logged since `offset` (a protocol_log_size).
+
+        nginx writes the log out in buffered batches, at the latest PROTOCOL_LOG_FLUSH after a
+        line is logged, and logs an HTTP/2 request when its stream closes, which can be a
+        moment after the client has its response: this waits, up to `wait` seconds, until at
+        least `expect` lines are there. With `expect` None (a run that failed, so no count to
+        wait for) it waits two flush intervals, so that no line of this run is left to be
+        counted for the next one.
+        """
+        if expect is None:
+            time.sleep(2 * PROTOCOL_LOG_FLUSH)
+            expect = 0
+        deadline = time.monotonic() + wait
+        counts: dict[str, int] = {}
+        while True:
+            with open(self.protocol_log, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            # Only whole lines: a batch may be caught half-written.
+            lines = data[:data.rfind(b"\n") + 1].decode("latin-1").split()
+            counts = {}
+            for proto in lines:
+                counts[proto] = counts.get(proto, 0) + 1
+            if sum(counts.values()) >= expect or time.monotonic() >= deadline:
+                break
+            time.sleep(PROTOCOL_LOG_FLUSH / 2)
+        return counts
 
     def accepted(self) -> int:
         """nginx's count of accepted connections so far (this query's own one included)."""

@@ -45,7 +45,8 @@ def _run_loop(coro: Any, loop_name: str) -> Any:
 def _async_adapter(key: str) -> tuple[type[Any], str]:
     from .peers import ASYNC_ADAPTERS
 
-    family, _, loop_name = key.partition("-")
+    # "poolhttp-uvloop" -> poolhttp on uvloop, "poolhttp-h2-asyncio" -> poolhttp-h2 on asyncio
+    family, _, loop_name = key.rpartition("-")
     if key in ASYNC_ADAPTERS:  # e.g. httpx-async, aiosonic: asyncio only
         return ASYNC_ADAPTERS[key], "asyncio"
     return ASYNC_ADAPTERS[family], loop_name
@@ -63,6 +64,15 @@ async def _load_async(cls: type[Any], job: dict[str, Any]) -> dict[str, Any]:
         await adapter.open()
         measured, warm, seconds, timed_out = await drive_async(job, _call_for(adapter, job))
         info = adapter.info()
+        expected: str | None = job.get("protocol")
+        if expected:
+            # Once per run, untimed, over the connections the run used: the protocol as the
+            # library reports it. (The orchestrator counts nginx's view of every request.)
+            seen = await adapter.protocol(job["urls"][0])
+            if seen != expected:
+                raise RuntimeError(f"protocol check: {job['client']} got a response over "
+                                   f"{seen}, expected {expected}")
+            info["protocol"] = seen
     finally:
         await adapter.close()
     return result(measured, warm, seconds, timed_out, **info)

@@ -4,8 +4,10 @@ The peers are not installed in the test environment (niquests' urllib3-future wo
 urllib3 there): the run uses the benchmark's own environment, .venv-bench/, which
 `bench/run.py --setup-only` creates on first use (from PyPI; about a minute) and refreshes
 when bench/requirements.txt or pyproject.toml change. A peer that cannot be installed, imported
-or driven fails the test by name; nothing is skipped. The counts are tiny and the figures
-meaningless: this checks function, not speed.
+or driven fails the test by name; nothing is skipped. The HTTP/2 workloads have rows of their
+own, each of which must have been checked to use its protocol (HTTP/2, or HTTP/1.1 for the
+reference rows). The counts are tiny and the figures meaningless: this checks function, not
+speed.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
     assert data["meta"]["python_prefix"] == str((ROOT / ".venv-bench").resolve()), output
 
     catalog = _catalog()
+    protocol_token = {catalog.HTTP2: "HTTP/2.0", catalog.HTTP11: "HTTP/1.1"}  # $server_protocol
     problems = []
     for workload in catalog.WORKLOADS:
         rows = summary.get(workload.name)
@@ -97,6 +100,11 @@ def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
         for client in catalog.CLIENTS:
             row = rows.get(client.key)
             where = f"{workload.name}/{client.key}"
+            if not catalog.runs_on(client, workload):
+                # The HTTP/2 workloads have rows of their own, and the other rows skip them.
+                if row is not None:
+                    problems.append(f"{where}: a row for a workload it does not run")
+                continue
             if row is None:
                 problems.append(f"{where}: no row")
             elif sys.version_info < client.min_python:
@@ -115,6 +123,13 @@ def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
             elif row["new_connections"] is None or row["new_connections"] < 1:
                 problems.append(f"{where}: no server-side connection count "
                                 f"({row['new_connections']})")
+            elif catalog.checks_protocol(workload) and (
+                    row["protocols_seen"] != [client.protocol]
+                    or set(row["server_protocols"]) != {protocol_token[client.protocol]}):
+                # The run fails such a row itself; this keeps that check from going missing.
+                problems.append(f"{where}: protocol not verified as {client.protocol}: the "
+                                f"library said {row['protocols_seen']}, nginx logged "
+                                f"{row['server_protocols']}")
     for key, row in data["idle_memory"].items():
         if row["failure"] or row["rss_median"] is None or not row["heap_median"]:
             problems.append(f"idle-memory/{key}: {row['failure'] or 'no figure'}")
@@ -133,5 +148,6 @@ def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
         assert workload.title in markdown
     for client in catalog.CLIENTS:
         assert client.label in markdown
+    assert "Protocol of each row, checked on every run" in markdown
     assert (docs / "benchmarks.png").stat().st_size > 0  # matplotlib is in the bench env
     assert proc.returncode == 0, output
