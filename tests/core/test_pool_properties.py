@@ -17,18 +17,22 @@ from poolhttp import Limits
 from poolhttp._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
 from poolhttp._core.records import ACTIVE, CLOSED, CONNECTING, DRAINING, IDLE, WAITING
 
-ORIGINS = [PoolKey("http://a:80"), PoolKey("http://b:80"), PoolKey("http://c:80")]
+# The last key may speak HTTP/2: a connection being opened for it covers many waiters, and
+# its connections may turn out multiplexed (or HTTP/1.1, as ALPN decides).
+H2 = PoolKey("https://h:443", protocols=("h2", "http/1.1"))
+ORIGINS = [PoolKey("http://a:80"), PoolKey("http://b:80"), PoolKey("http://c:80"), H2]
 A = PoolKey("http://a:80")
 
 
 class PoolMachine(RuleBasedStateMachine):
     @initialize(max_conn=st.integers(1, 5), per_host=st.one_of(st.none(), st.integers(1, 3)),
                 keepalive=st.one_of(st.none(), st.integers(0, 5)),
-                expiry=st.sampled_from([0.0, 5.0, 15.0]))
+                expiry=st.sampled_from([0.0, 5.0, 15.0]), streams=st.integers(1, 4))
     def setup(self, max_conn: int, per_host: int | None, keepalive: int | None,
-              expiry: float) -> None:
+              expiry: float, streams: int) -> None:
         self.limits = Limits(max_connections=max_conn, max_connections_per_host=per_host,
-                             max_keepalive_connections=keepalive, keepalive_expiry=expiry)
+                             max_keepalive_connections=keepalive, keepalive_expiry=expiry,
+                             max_concurrent_streams=streams)
         self.pool = PoolState(self.limits)
         self.now = 0.0
         self.connecting: list[Conn] = []  # Open seen, outcome not yet reported
@@ -117,10 +121,15 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 100), outcome=st.sampled_from(["ok", "ok", "fail", "abandon"]),
           capacity=st.sampled_from([1, 1, 1, 3]))
     def connect_outcome(self, index: int, outcome: str, capacity: int) -> None:
-        """A connect ends; an "ok" one may be multiplexed (capacity 3, as HTTP/2 would be)."""
+        """A connect ends; an "ok" one may carry several requests (capacity 3); one of the
+        HTTP/2 key is multiplexed when it does (ALPN chose h2), capped by the client's
+        max_concurrent_streams."""
         conn = self.connecting.pop(index % len(self.connecting))
         if outcome == "ok":
-            self.apply(self.pool.connected(conn, self.now, capacity))
+            multiplexed = conn.key == H2 and capacity > 1
+            self.apply(self.pool.connected(conn, self.now, capacity, multiplexed=multiplexed))
+            if multiplexed:
+                assert conn.capacity == min(capacity, self.limits.max_concurrent_streams)
         else:
             self.closed.add(conn.id)
             self.open_ids.discard(conn.id)
@@ -177,6 +186,18 @@ class PoolMachine(RuleBasedStateMachine):
         self.apply(actions)
         assert conn.state == (CLOSED if was_idle else DRAINING)
 
+    @precondition(lambda self: any(c.multiplexed and c.state in (IDLE, ACTIVE)
+                                   for c in self.pool.connections()))
+    @rule(index=st.integers(0, 100), capacity=st.integers(1, 5))
+    def peer_changes_stream_limit(self, index: int, capacity: int) -> None:
+        """An HTTP/2 server's SETTINGS change its concurrent-stream limit, maybe below the
+        streams in flight (they go on; no new one starts until there is room)."""
+        conns = sorted((c for c in self.pool.connections()
+                        if c.multiplexed and c.state in (IDLE, ACTIVE)), key=lambda c: c.id)
+        conn = conns[index % len(conns)]
+        self.apply(self.pool.resize(conn, capacity, self.now))
+        assert conn.capacity == min(capacity, self.limits.max_concurrent_streams)
+
     @precondition(lambda self: any(c.state == IDLE for c in self.pool.connections()))
     @rule(index=st.integers(0, 100))
     def peer_closes_idle(self, index: int) -> None:
@@ -209,6 +230,9 @@ class PoolMachine(RuleBasedStateMachine):
         assert stats.connecting == len(self.connecting)
         assert stats.created - stats.closed == stats.connections - stats.connecting
         assert stats.reused == sum(n - 1 for n in self.served.values() if n > 1)
+        multiplexed = [c for c in pool.connections() if c.multiplexed]
+        assert stats.http2 == len(multiplexed)
+        assert stats.streams == sum(c.in_use for c in multiplexed)
 
     @invariant()
     def waiters_are_covered(self) -> None:
