@@ -450,7 +450,10 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def _reset(self, stream: _Stream, code: int) -> None:
-        self.h2.reset_stream(stream.id, error_code=code)
+        try:
+            self.h2.reset_stream(stream.id, error_code=code)
+        except h2.exceptions.StreamClosedError:
+            pass  # the client reset it first (a cancelled request): nothing left to reset
         self.flush()
         stream.client_done = True
         stream.ended.set()

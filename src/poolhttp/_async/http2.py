@@ -134,7 +134,7 @@ class AsyncH2Exchange:
             response._trailers = trailers
             future.set_result(response)
 
-    def on_reset(self, error: StreamReset) -> None:
+    def on_reset(self, error: StreamReset | RemoteProtocolError) -> None:
         self.fail(error)
         self.conn.ended(self, True)
 
@@ -240,6 +240,10 @@ class AsyncH2Connection(asyncio.Protocol):
         try:
             exchange.stream_id = session.start(self._pool.h2_encoder.headers(request),
                                                exchange, body is None and not has_stream)
+        except StreamReset as exc:  # no room under a lowered stream limit: resent
+            exchange.fail(exc)
+            self.ended(exchange, True)
+            return future
         except Exception as exc:  # h2 refused the headers: nothing was sent
             exchange.fail(WriteError(f"cannot send this request over HTTP/2: {exc}",
                                      origin=self.origin))

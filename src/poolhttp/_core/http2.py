@@ -47,10 +47,12 @@ from h2.connection import (
     H2ConnectionStateMachine,
 )
 from h2.errors import ErrorCodes
-from h2.exceptions import FlowControlError, H2Error, StreamClosedError
+from h2.exceptions import FlowControlError, H2Error, StreamClosedError, TooManyStreamsError
+from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from hpack import Decoder
 from hpack.table import HeaderTable
+from hyperframe.frame import DataFrame, Frame, HeadersFrame
 
 from .._exceptions import RemoteProtocolError, StreamReset
 from .._models import Request
@@ -77,7 +79,7 @@ class StreamSink(Protocol):
     def on_head(self, status: int, status_line: bytes, block: bytes) -> None: ...
     def on_data(self, data: bytes, flow: int) -> None: ...
     def on_end(self, trailers: bytes) -> None: ...
-    def on_reset(self, error: StreamReset) -> None: ...
+    def on_reset(self, error: StreamReset | RemoteProtocolError) -> None: ...
 
 
 class SessionSink(Protocol):
@@ -108,6 +110,37 @@ class _Connection(H2Connection):
     @property
     def open_outbound_streams(self) -> int:
         return len(self.streams_open)
+
+
+class _QuietData(DataFrame):
+    """A received DATA frame whose repr does not hex-dump its payload. h2 formats every
+    frame it receives for its trace log, whether or not anything logs: `repr()` of a DATA
+    frame was a quarter of a download's time (hexlify of each 8-16 KiB payload)."""
+
+    def __repr__(self) -> str:
+        return f"DataFrame(stream_id={self.stream_id}, {len(self.data)} bytes)"
+
+
+class _QuietHeaders(HeadersFrame):
+    """A received HEADERS frame with a repr as cheap (see _QuietData)."""
+
+    def __repr__(self) -> str:
+        return f"HeadersFrame(stream_id={self.stream_id}, {len(self.data)} bytes)"
+
+
+_QUIET: dict[type, type] = {DataFrame: _QuietData, HeadersFrame: _QuietHeaders}
+
+
+class _Frames(FrameBuffer):
+    """h2's buffer of received frames, handing out DATA and HEADERS frames as their quiet
+    subclasses (the connection's dispatch table maps those to the same handlers)."""
+
+    def __next__(self) -> Frame:
+        frame = super().__next__()
+        quiet = _QUIET.get(type(frame))
+        if quiet is not None:
+            frame.__class__ = quiet
+        return frame
 
 
 _STATIC: dict[tuple[bytes, bytes], int] = {}
@@ -273,7 +306,7 @@ class H2Session:
     (`feed`), writes what `output()` returns after each call, and keeps one exchange per
     stream in `streams`."""
 
-    __slots__ = ("_h2", "_trailers", "goaway", "origin", "sink", "streams")
+    __slots__ = ("_acks", "_h2", "_trailers", "goaway", "origin", "sink", "streams")
 
     def __init__(self, sink: SessionSink, origin: str) -> None:
         self.sink = sink
@@ -281,8 +314,15 @@ class H2Session:
         self.streams: dict[int, StreamSink] = {}
         self.goaway: int | None = None  # the last_stream_id of a GOAWAY received
         self._trailers: dict[int, bytes] = {}
+        # While `feed` runs: bytes consumed per stream, handed back once at its end (one
+        # window update per stream and read, not per DATA frame).
+        self._acks: dict[int, int] | None = None
         h2 = self._h2 = _Connection(_CONFIG)
         h2.streams_open = self.streams
+        h2.incoming_buffer = _Frames(server=False)
+        dispatch = h2._frame_dispatch_table
+        for plain, quiet in _QUIET.items():
+            dispatch[quiet] = dispatch[plain]
         h2.state_machine = _GoawayTolerant()
         h2.encoder = _StaticEncoder()  # type: ignore[assignment]  # what h2 uses of one
         decoder = _CachingDecoder()
@@ -315,10 +355,20 @@ class H2Session:
     # -- sending ---------------------------------------------------------------------------
     def start(self, headers: list[tuple[bytes, bytes]], sink: StreamSink,
               end_stream: bool) -> int:
-        """Open a stream for a request with `headers` (see H2Encoder); returns its id."""
+        """Open a stream for a request with `headers` (see H2Encoder); returns its id.
+        StreamReset (not processed) if the server's stream limit leaves no room for it."""
         h2 = self._h2
         stream_id: int = h2.get_next_available_stream_id()
-        h2.send_headers(stream_id, headers, end_stream=end_stream)
+        try:
+            h2.send_headers(stream_id, headers, end_stream=end_stream)
+        except TooManyStreamsError:
+            # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after the pool gave this
+            # request its slot: h2 sent nothing, so the request is resent (processed False)
+            # once the pool knows the new limit.
+            raise StreamReset(
+                f"{self.origin} lowered its limit of concurrent HTTP/2 streams to "
+                f"{self.max_streams} before this request went out", origin=self.origin,
+                error_code=REFUSED_STREAM, processed=False) from None
         self.streams[stream_id] = sink
         return stream_id
 
@@ -371,7 +421,10 @@ class H2Session:
 
     def ack(self, stream_id: int, size: int) -> None:
         """`size` flow-controlled bytes of `stream_id` were consumed: hand them back."""
-        if size:
+        acks = self._acks
+        if acks is not None:
+            acks[stream_id] = acks.get(stream_id, 0) + size
+        elif size:
             try:
                 self._h2.acknowledge_received_data(size, stream_id)
             except (StreamClosedError, H2Error):
@@ -397,10 +450,16 @@ class H2Session:
             raise RemoteProtocolError(
                 f"{self.origin} broke the HTTP/2 protocol: {exc}", origin=self.origin,
                 reason="http2 protocol error") from exc
-        for event in received:
-            handler = _HANDLERS.get(type(event))
-            if handler is not None:
-                handler(self, event)
+        acks = self._acks = {}
+        try:
+            for event in received:
+                handler = _HANDLERS.get(type(event))
+                if handler is not None:
+                    handler(self, event)
+        finally:
+            self._acks = None
+        for stream_id, size in acks.items():
+            self.ack(stream_id, size)
 
     def _on_response(self, event: Any) -> None:
         sink = self.streams.get(event.stream_id)
@@ -470,16 +529,29 @@ class H2Session:
         code = int(event.error_code)
         refused = [s for s in self.streams if s > last]
         self.sink.on_goaway(last, code)  # first: no new stream may start on it
-        # Streams above last_stream_id were not processed: they fail, to be resent.
+        # Streams above last_stream_id were not processed: they fail, to be resent. Unless
+        # the GOAWAY carries an error: then it reports a connection error (the server holds
+        # the connection broken, RFC 9113 section 5.4.1), and resending would only repeat
+        # whatever caused it, taking down the other requests sharing the new connection
+        # (a request that triggers the error would be resent, and fail, until the resend
+        # limit, on a new connection each time). Those fail as the connection's error.
         for stream_id in refused:
             sink = self.streams.pop(stream_id, None)
             self._trailers.pop(stream_id, None)
-            if sink is not None:
-                sink.on_reset(StreamReset(
-                    f"{self.origin} said GOAWAY ({error_name(code)}) before processing this "
-                    f"request's stream ({stream_id} > last stream {last})",
-                    origin=self.origin, error_code=code, stream_id=stream_id,
-                    processed=False))
+            if sink is None:
+                continue
+            if code:
+                sink.on_reset(RemoteProtocolError(
+                    f"{self.origin} ended the HTTP/2 connection with GOAWAY "
+                    f"({error_name(code)}) before processing this request's stream "
+                    f"({stream_id} > last stream {last})", origin=self.origin,
+                    reason=f"GOAWAY {error_name(code)}"))
+                continue
+            sink.on_reset(StreamReset(
+                f"{self.origin} said GOAWAY ({error_name(code)}) before processing this "
+                f"request's stream ({stream_id} > last stream {last})",
+                origin=self.origin, error_code=code, stream_id=stream_id,
+                processed=False))
 
     def _on_settings(self, event: Any) -> None:
         changed = event.changed_settings

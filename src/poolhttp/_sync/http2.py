@@ -133,7 +133,7 @@ class SyncH2Exchange:
         self.conn.later(self.conn.ended)
         self.cond.notify()
 
-    def on_reset(self, error: StreamReset) -> None:
+    def on_reset(self, error: StreamReset | RemoteProtocolError) -> None:
         self.error = error
         self.conn.later(self.conn.ended)
         self.cond.notify()
@@ -148,11 +148,13 @@ class SyncH2Exchange:
         """Sleep until the response's "head", more "data" (or its end), or its "end" is
         here; raise its error or a time-out."""
         while True:
-            if self.error is not None:
-                raise self.error
+            # What arrived comes before an error that followed it (a reset after the head
+            # fails the body's reader, as in the async driver, not the stream() call).
             if self.ended or (until == "head" and self.status) or (
                     until == "data" and self.chunks):
                 return
+            if self.error is not None:
+                raise self.error
             now = time.monotonic()
             limit = None
             if self.read_timeout is not None:
@@ -222,12 +224,21 @@ class SyncH2Connection:
             else:
                 error = None
                 headers = self._pool.h2_encoder.headers(request)
-                exchange.stream_id = session.start(headers, exchange,
-                                                   body is None and chunks is None)
-                sent = session.send_data(exchange.stream_id, body, True) if body else 0
-                if body is not None and not body:
-                    session.send_data(exchange.stream_id, b"", True)
-                self._queue()
+                try:
+                    exchange.stream_id = session.start(headers, exchange,
+                                                       body is None and chunks is None)
+                except StreamReset as exc:  # no room under a lowered stream limit
+                    # Resent by the client; the pool learns the new limit first (the reader
+                    # may not have told it yet), then gets the slot back.
+                    error = exc
+                    limit = max(1, session.max_streams)
+                    self.later(lambda: self._pool.resize(self.conn, limit))
+                    self.later(self.ended)
+                else:
+                    sent = session.send_data(exchange.stream_id, body, True) if body else 0
+                    if body is not None and not body:
+                        session.send_data(exchange.stream_id, b"", True)
+                    self._queue()
         self._run_later()
         if error is not None:
             raise error
@@ -531,18 +542,22 @@ class SyncH2BodyStream:
     def read_chunk(self) -> bytes:
         exchange = self._exchange
         conn = exchange.conn
-        with conn.lock:
-            while not exchange.chunks:
-                if exchange.error is not None:
-                    raise exchange.error
-                if exchange.ended:
-                    return b""
-                exchange.wait("data")
-            chunk, flow = exchange.chunks.popleft()
-            if conn.session.streams.get(exchange.stream_id) is exchange:
-                conn.session.ack(exchange.stream_id, flow)
-                conn._queue()
-        conn._run_later()
+        try:
+            with conn.lock:
+                while not exchange.chunks:
+                    if exchange.error is not None:
+                        raise exchange.error
+                    if exchange.ended:
+                        return b""
+                    exchange.wait("data")
+                chunk, flow = exchange.chunks.popleft()
+                if conn.session.streams.get(exchange.stream_id) is exchange:
+                    conn.session.ack(exchange.stream_id, flow)
+                    conn._queue()
+        finally:
+            # Also when wait() raised a time-out: its RST_STREAM, PING and the slot's
+            # release are queued, and nobody else may come by to run them.
+            conn._run_later()
         conn._flush()
         return chunk
 
