@@ -5,6 +5,8 @@ protocol errors (see h2helpers)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import poolhttp
@@ -116,3 +118,27 @@ def test_many_concurrent_streams_share_one_connection(client_kind: str,
     assert len({r.headers["x-stream"] for r in responses}) == 64
     assert server.max_concurrent_streams_seen > 1
     assert server.accepted == 1
+
+
+def test_server_pings_are_answered(client_kind: str, h2server: H2Factory) -> None:
+    server = h2server(tls=False)
+    with make_client(client_kind, **h2_options(server)) as client:
+        assert client.get(server.url("/ping")).status_code == 200
+        server.wait_for(lambda s: s.ping_acks_received == 1)
+    assert not server.protocol_errors
+
+
+def test_a_connection_the_server_closed_while_idle_is_never_used(
+        client_kind: str, h2server: H2Factory) -> None:
+    server = h2server(tls=False)
+    with make_client(client_kind, **h2_options(server)) as client:
+        assert client.get(server.url("/close-idle")).status_code == 200
+        server.wait_for(lambda s: s.open_connections == 0)
+        deadline = time.monotonic() + 5
+        while client.stats().connections and time.monotonic() < deadline:
+            time.sleep(0.01)  # the client notices the close on its own (reader, transport)
+        response = client.get(server.url("/echo"))
+        stats = client.stats()
+    assert response.headers["x-conn"] == "2"
+    assert stats.retries == 0  # not tried on the dead one and resent: never handed out
+    assert server.accepted == 2

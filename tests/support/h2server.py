@@ -51,6 +51,10 @@ ignored for routing):
     /mute                     nothing more is sent on this connection (no responses, no
                               PING or SETTINGS acks); the server keeps reading
     /mute-all                 the same for every connection of the server, current and new
+    /ping                     the server PINGs the client (`ping_acks_received` counts the
+                              answers), then answers as /echo
+    /close-idle               /echo, then 50 ms later the connection is closed (FIN, no
+                              GOAWAY), as a server dropping an idle connection does
     anything else             404 "not found"
 
 Every route but /reset, /reset-after-headers, /goaway-error, /malformed and /mute(-all)
@@ -62,13 +66,12 @@ uploads are held.
 
 What the client does is counted (thread-safe): `accepted`, `open_connections`,
 `max_concurrent_streams_seen`, `requests`, `resets_received`, `pings_received`,
-`goaways_received`, and `protocol_errors`: everything h2 raised on a client's bytes, which a
-well-behaved client never causes. A client GOAWAY with NO_ERROR lets the streams already
-open complete (h2 alone would refuse to send anything more); the server then closes the
-connection once they are done. The server closes a connection (after a GOAWAY, or when h2
-raised) with FIN, then reads until the client closes (2 s at most), so the client reads the
-last frames instead of a reset.
-"""
+`ping_acks_received`, `goaways_received`, and `protocol_errors`: everything h2 raised on a
+client's bytes, which a well-behaved client never causes. A client GOAWAY with NO_ERROR lets
+the streams already open complete (h2 alone would refuse to send anything more); the server
+then closes the connection once they are done. The server closes a connection (after a
+GOAWAY, or when h2 raised) with FIN, then reads until the client closes (2 s at most), so
+the client reads the last frames instead of a reset. """
 
 from __future__ import annotations
 
@@ -334,6 +337,8 @@ class _Connection(asyncio.Protocol):
             self._wake_senders()
         elif isinstance(event, h2.events.PingReceived):
             self.server._count("pings_received")
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.server._count("ping_acks_received")
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event, state_before)
 
@@ -371,6 +376,16 @@ class _Connection(asyncio.Protocol):
             self.muted = True
         elif stream.route == "/mute-all":
             self.server._muted_all = True
+        elif stream.route == "/ping":
+            # The server PINGs the client (it must answer), then answers like /echo.
+            self.h2.ping(b"srvping1")
+            self.flush()
+            self._spawn(stream, name, number)
+        elif stream.route == "/close-idle":
+            # Answered like /echo; 50 ms later the connection is closed (FIN) without a
+            # GOAWAY, as a server dropping an idle keep-alive connection does.
+            self.loop.call_later(0.05, self.close)
+            self._spawn(stream, name, number)
         else:
             if name == "goaway":
                 self.goaway_last = self.highest_stream
@@ -504,7 +519,8 @@ class _Connection(asyncio.Protocol):
             if pause > 0:
                 await asyncio.sleep(pause)
         text = [("content-type", "text/plain")]
-        if stream.route == "/echo" or name in ("delay", "goaway", "settings", "window-late"):
+        if stream.route in ("/echo", "/ping", "/close-idle") or name in (
+                "delay", "goaway", "settings", "window-late"):
             await self._respond(stream, 200, [("content-type", "application/json")],
                                 self._echo(stream))
         elif name == "bytes":
@@ -669,7 +685,7 @@ class H2Server:
         self._protocol_errors: list[str] = []
         self._server_errors: list[str] = []
         self._alpn: list[str | None] = []
-        self._counts = {"pings_received": 0, "goaways_received": 0}
+        self._counts = {"pings_received": 0, "goaways_received": 0, "ping_acks_received": 0}
         self._connections: set[_Connection] = set()
         self._muted_all = False
         self._stopping = False
@@ -857,6 +873,12 @@ class H2Server:
     def pings_received(self) -> int:
         with self._lock:
             return self._counts["pings_received"]
+
+    @property
+    def ping_acks_received(self) -> int:
+        """Acknowledgements of the PINGs `/ping` sent."""
+        with self._lock:
+            return self._counts["ping_acks_received"]
 
     @property
     def goaways_received(self) -> int:
