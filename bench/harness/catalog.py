@@ -248,6 +248,9 @@ CLIENTS: tuple[ClientRow, ...] = (
               ("pyreqwest",), ("pyreqwest",), "one Client from ClientBuilder().http2(True)"
               ".max_connections(C) (h2 by ALPN; the cap is on requests in flight)",
               min_python=(3, 11), suite="h2", protocol=HTTP2),
+    ClientRow("pyreqwest-h2-uvloop", "pyreqwest h2 (uvloop)", "async", "tasks",
+              ("pyreqwest", "uvloop"), ("pyreqwest", "uvloop"), "as above, on uvloop",
+              min_python=(3, 11), suite="h2", protocol=HTTP2),
     ClientRow("curl-cffi-h2", "curl_cffi h2 (async)", "async", "tasks", ("curl_cffi",),
               ("curl_cffi", "cffi"), "one AsyncSession(max_clients=C, http_version=\"v2tls\") "
               "(h2 by ALPN, libcurl multiplexing); its CurlMulti's connection limit C",

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import socket
 import time
 from collections.abc import Iterator
 
-__all__ = ["no_fd_leak", "open_fd_count"]
+__all__ = ["listening_socket", "no_fd_leak", "open_fd_count"]
 
 
 def _fd_directory() -> str:
@@ -53,3 +54,17 @@ def no_fd_leak(slack: int = 0, timeout: float = 2.0) -> Iterator[None]:
                 f"file descriptors leaked: {now - before} more open than before ({before} -> {now})"
             )
         time.sleep(0.02)
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket listening on a free port of `host`, for a server process to inherit
+    (`fd://`): the port is known before the server starts, and nobody can take it meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -32,6 +32,7 @@ import weakref
 from pathlib import Path
 from typing import IO
 
+from . import listening_socket
 from .certs import CertBundle, make_certs
 
 __all__ = ["Httpbin", "HttpbinError"]
@@ -41,18 +42,6 @@ HOST = "127.0.0.1"
 
 class HttpbinError(RuntimeError):
     """gunicorn could not be started, or did not answer in time."""
-
-
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _config(fd: int, workers: int, directory: Path, certs: CertBundle | None) -> str:
@@ -86,7 +75,7 @@ class _Gunicorn:
         self.directory = directory
         self._ca_path = None if certs is None else str(certs.ca_path)
         directory.mkdir()
-        sock = _listening_socket()
+        sock = listening_socket(HOST)
         self.port: int = sock.getsockname()[1]
         try:
             self._launch(sock, workers, certs)

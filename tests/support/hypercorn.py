@@ -25,7 +25,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from typing import IO, Any
 
 import pytest
 
+from . import listening_socket
 from .certs import CertBundle, make_certs
 
 __all__ = ["Hypercorn", "HypercornError", "hypercorn_fixture"]
@@ -52,18 +52,6 @@ APP = "tests.support.asgi_app:app"
 
 class HypercornError(RuntimeError):
     """hypercorn could not be started, or did not answer in time."""
-
-
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _toml_string(value: str) -> str:
@@ -112,7 +100,7 @@ class Hypercorn:
         self.directory = Path(tempfile.mkdtemp(prefix="poolhttp-hypercorn-"))
         try:
             self.certs = self._given_certs or make_certs(self.directory / "certs")
-            tls_socket, h2c_socket = _listening_socket(), _listening_socket()
+            tls_socket, h2c_socket = listening_socket(HOST), listening_socket(HOST)
             try:
                 self._tls_port = tls_socket.getsockname()[1]
                 self._h2c_port = h2c_socket.getsockname()[1]

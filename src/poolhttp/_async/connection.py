@@ -430,26 +430,16 @@ class AsyncConnection(asyncio.Protocol):
             response_started=self._reader.response_started, reused=self.conn.may_be_stale)
 
 
-class AsyncBodyStream:
-    """The body of a streamed response, buffered between the connection and its reader."""
+class BodyBuffer:
+    """What the streamed bodies of both connection kinds share: the end, an error, and the
+    reader's waiter woken by either (or by data)."""
 
-    __slots__ = ("_chunks", "_conn", "_ended", "_error", "_size", "_waiter")
+    __slots__ = ("_ended", "_error", "_waiter")
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
+    def __init__(self) -> None:
         self._ended = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-
-    # -- connection side ---------------------------------------------------------------------
-    def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        if self._size > HIGH_WATER:
-            self._conn.pause_reading()
-        self._wake()
 
     def end(self) -> None:
         self._ended = True
@@ -463,6 +453,26 @@ class AsyncBodyStream:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class AsyncBodyStream(BodyBuffer):
+    """The body of a streamed response, buffered between the connection and its reader."""
+
+    __slots__ = ("_chunks", "_conn", "_size")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__()
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    # -- connection side ---------------------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > HIGH_WATER:
+            self._conn.pause_reading()
+        self._wake()
 
     # -- reader side -------------------------------------------------------------------------
     async def read_chunk(self) -> bytes:

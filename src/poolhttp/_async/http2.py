@@ -42,6 +42,7 @@ from .._exceptions import (
 )
 from .._models import Request, Response
 from .._trace import Trace, emit
+from .connection import BodyBuffer
 
 if TYPE_CHECKING:
     from .._config import Timeout
@@ -505,37 +506,22 @@ class AsyncH2Connection(asyncio.Protocol):
             self._ping_timer = None
 
 
-class AsyncH2BodyStream:
+class AsyncH2BodyStream(BodyBuffer):
     """The body of a streamed response on an HTTP/2 stream; data is handed back to the
     server (its window reopened) as the reader takes it."""
 
-    __slots__ = ("_chunks", "_ended", "_error", "_exchange", "_waiter", "paused")
+    __slots__ = ("_chunks", "_exchange", "paused")
 
     def __init__(self, exchange: AsyncH2Exchange) -> None:
+        super().__init__()
         self._exchange = exchange
         self._chunks: deque[tuple[bytes, int]] = deque()
-        self._ended = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self.paused = False  # data waits for the reader (the server may be held by it)
 
     def feed(self, chunk: bytes, flow: int) -> None:
         self._chunks.append((chunk, flow))
         self.paused = True
         self._wake()
-
-    def end(self) -> None:
-        self._ended = True
-        self._wake()
-
-    def set_error(self, error: BaseException) -> None:
-        self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def read_chunk(self) -> bytes:
         exchange = self._exchange
