@@ -206,7 +206,11 @@ class SyncH2Connection:
         self._flush()
 
     def is_reusable(self) -> bool:
-        return not self.closed and self.session.goaway is None
+        """Whether the pool may hand it out (the reader notices a closed socket at once).
+        Not false after a GOAWAY: the pool's answer to false is to close the connection, and
+        the streams the server still finishes would die with it; a request that gets a
+        draining connection is refused in `send`, unsent, and resent elsewhere."""
+        return not self.closed
 
     # -- the exchange ----------------------------------------------------------------------
     def send(self, request: Request, timeout: Timeout, deadline: float | None, stream: bool,
@@ -217,6 +221,10 @@ class SyncH2Connection:
         chunks = request.stream
         with self.lock:
             if self.closed or session.goaway is not None:
+                if session.goaway is not None and self.started:
+                    # First make sure the pool drains it (the reader may not have told it
+                    # yet), or the resend could be handed this connection again.
+                    self.later(self._drain)
                 self.later(self.ended)
                 error: TransportError | None = StreamReset(
                     f"{self.origin} closed this HTTP/2 connection before the request went "
@@ -410,10 +418,16 @@ class SyncH2Connection:
         while True:
             with self.lock:
                 if not pending:
-                    if not self._out or self.closed:
+                    if self.closed:  # nothing more goes out; _flush must not spin on it
+                        self._out.clear()
+                        return
+                    if not self._out:
                         return
                     pending = b"".join(self._out)
                     self._out.clear()
+                if self.closed:
+                    self._out.clear()
+                    return
                 try:
                     sent = self.sock.send(pending)
                 except _WOULD_BLOCK:
