@@ -9,10 +9,13 @@ timers with `call_at`. What differs:
 * Writes of one loop iteration go out together: the first request's frames are written at
   once, those of requests started in the same iteration at the start of the next one (h2
   accumulates them), so a burst of 64 requests costs a few writes, not 64.
-* Each exchange has its own read deadline and timer (pushed forward lazily as its data
-  arrives). A stream that times out is reset (RST_STREAM CANCEL) and the connection goes on;
-  but a PING is sent, and if nothing at all arrives from the server within `PING_TIMEOUT`
-  the connection is taken for dead: every stream on it fails and the pool stops using it.
+* Each exchange has its own read deadline (pushed forward as its data arrives); one timer
+  per connection watches them all, armed for the earliest and re-armed when it fires (a
+  timer per request cost a heap push and a cancellation each; the deadlines move only
+  forward, so the timer rarely needs moving). A stream that times out is reset
+  (RST_STREAM CANCEL) and the connection goes on; but a PING is sent, and if nothing at all
+  arrives from the server within `PING_TIMEOUT` the connection is taken for dead: every
+  stream on it fails and the pool stops using it.
 * Flow control: a response read whole hands its data back to the server at once; a streamed
   one as its reader consumes it (the body stream buffers at most a stream window). A request
   body is sent as fast as the server's windows allow; a sender waits for a window update
@@ -59,7 +62,7 @@ class AsyncH2Exchange:
 
     __slots__ = ("cap", "chunks", "conn", "deadline", "future", "headers", "read_timeout",
                  "request", "response", "sent_at", "status", "status_line", "stream",
-                 "stream_id", "streaming", "timer", "trace", "window_waiter",
+                 "stream_id", "streaming", "trace", "window_waiter",
                  "write_timeout")
 
     def __init__(self, conn: AsyncH2Connection, request: Request,
@@ -81,7 +84,6 @@ class AsyncH2Exchange:
         self.write_timeout = timeout.write
         self.cap = _INF if deadline is None else deadline
         self.deadline = _INF
-        self.timer: asyncio.TimerHandle | None = None
         self.window_waiter: asyncio.Future[None] | None = None
         self.stream_id = 0
         self.trace = trace
@@ -116,7 +118,6 @@ class AsyncH2Exchange:
 
     def on_end(self, trailers: bytes) -> None:
         conn = self.conn
-        self._stop()
         stream = self.stream
         if stream is not None:
             if self.response is not None:
@@ -143,7 +144,6 @@ class AsyncH2Exchange:
     def fail(self, error: BaseException, abandoned: bool = False) -> None:
         """Resolve the caller's side with `error` (the stream is over; the caller of this
         tells the connection)."""
-        self._stop()
         future = self.future
         if future is not None and not future.done():
             if abandoned:
@@ -161,41 +161,37 @@ class AsyncH2Exchange:
                 if future is not None and future.done() and not future.cancelled():
                     future.exception()  # the body sender raises it; never "unretrieved"
 
-    def _stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    # -- timers ------------------------------------------------------------------------------
+    # -- time-outs ---------------------------------------------------------------------------
     def arm(self, now: float) -> None:
         deadline = now + self.read_timeout
         if deadline > self.cap:
             deadline = self.cap
         self.deadline = deadline
-        if deadline != _INF and self.timer is None:
-            self.timer = self.conn.loop.call_at(deadline, self._on_timer)
+        if deadline != _INF:
+            self.conn.watch(deadline)
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def check(self, now: float) -> float:
+        """The connection's timer fired: end this exchange if its time is up; returns when
+        to look again (infinity: never)."""
         conn = self.conn
         if conn.session.streams.get(self.stream_id) is not self:
-            return
-        now = conn.loop.time()
+            return _INF
         if now >= self.cap:
             conn.abandon_exchange(self, TotalTimeout(
                 f"no complete response from {conn.origin} within the total time-out",
                 origin=conn.origin))
-            return
+            return _INF
         if (self.stream is not None and self.stream.paused) or self.window_waiter is not None:
-            self.timer = conn.loop.call_at(now + self.read_timeout, self._on_timer)
-            return  # we are the ones not moving (a slow reader, or uploading)
+            later = now + self.read_timeout  # we are the ones not moving (a slow reader,
+            self.deadline = later if later < self.cap else self.cap  # or uploading)
+            return self.deadline
         if now < self.deadline:
-            self.timer = conn.loop.call_at(self.deadline, self._on_timer)
-            return
+            return self.deadline
         conn.abandon_exchange(self, ReadTimeout(
             f"{conn.origin} sent nothing for {self.read_timeout:g}s on this request's HTTP/2 "
             "stream (read time-out)", origin=conn.origin, timeout=self.read_timeout))
         conn.suspect()
+        return _INF
 
 
 class AsyncH2Connection(asyncio.Protocol):
@@ -220,6 +216,8 @@ class AsyncH2Connection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._sending: AsyncH2Exchange | None = None  # for the send_body that follows send
         self._ping_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the exchanges' time-outs
+        self._timer_at = _INF
         self._heard = False  # bytes arrived since the last PING was sent
 
     # -- sending ---------------------------------------------------------------------------
@@ -482,7 +480,28 @@ class AsyncH2Connection(asyncio.Protocol):
         elif self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
 
-    # -- liveness ------------------------------------------------------------------------
+    # -- time-outs and liveness ------------------------------------------------------------
+    def watch(self, deadline: float) -> None:
+        """Make sure the timer fires by `deadline` (an exchange's read or total deadline)."""
+        if deadline < self._timer_at and not self.closing:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = _INF
+        now = self.loop.time()
+        earliest = _INF
+        for exchange in list(self.session.streams.values()):
+            assert isinstance(exchange, AsyncH2Exchange)
+            when = exchange.check(now)
+            if when < earliest:
+                earliest = when
+        if earliest != _INF:
+            self.watch(earliest)
+
     def suspect(self) -> None:
         """A stream timed out: is the connection still alive? PING it."""
         if self._ping_timer is not None or self.closing:
@@ -504,6 +523,10 @@ class AsyncH2Connection(asyncio.Protocol):
         if self._ping_timer is not None:
             self._ping_timer.cancel()
             self._ping_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = _INF
 
 
 class AsyncH2BodyStream(BodyBuffer):
