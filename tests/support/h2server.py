@@ -36,7 +36,10 @@ ignored for routing):
                               NO_ERROR) at once; every stream up to last_stream_id (this
                               one included, as /echo) is answered, none before MS ms after
                               the GOAWAY; streams above it are ignored; the connection is
-                              closed when the last allowed stream is done
+                              closed when the last allowed stream is done. With `once` in
+                              the query, a request resent with the same path and query
+                              (refused by another GOAWAY) is answered as /echo and says no
+                              GOAWAY again, so GOAWAYs do not chain across connections
     /goaway-error             GOAWAY(0, PROTOCOL_ERROR), then the connection is closed
     /settings/N               SETTINGS MAX_CONCURRENT_STREAMS=N now, then /echo
     /window-late/MS           uploads: the stream's receive window is not reopened (no
@@ -387,6 +390,8 @@ class _Connection(asyncio.Protocol):
             self.loop.call_later(0.05, self.close)
             self._spawn(stream, name, number)
         else:
+            if name == "goaway" and not self.server._first_goaway(stream.path):
+                name = "echo-again"  # answered as /echo below, no GOAWAY this time
             if name == "goaway":
                 self.goaway_last = self.highest_stream
                 self.hold_until = self.loop.time() + number / 1000
@@ -520,7 +525,7 @@ class _Connection(asyncio.Protocol):
                 await asyncio.sleep(pause)
         text = [("content-type", "text/plain")]
         if stream.route in ("/echo", "/ping", "/close-idle") or name in (
-                "delay", "goaway", "settings", "window-late"):
+                "delay", "goaway", "echo-again", "settings", "window-late"):
             await self._respond(stream, 200, [("content-type", "application/json")],
                                 self._echo(stream))
         elif name == "bytes":
@@ -688,6 +693,7 @@ class H2Server:
         self._counts = {"pings_received": 0, "goaways_received": 0, "ping_acks_received": 0}
         self._connections: set[_Connection] = set()
         self._muted_all = False
+        self._goaway_paths: set[str] = set()  # /goaway?once=... paths that said GOAWAY
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -884,6 +890,19 @@ class H2Server:
     def goaways_received(self) -> int:
         with self._lock:
             return self._counts["goaways_received"]
+
+    def _first_goaway(self, path: str) -> bool:
+        """Whether a /goaway request with `path` says GOAWAY: always, unless its query has
+        `once` and this path said it before."""
+        query = path.partition("?")[2]
+        if "once" not in query.split("&") and not any(
+                part.startswith("once=") for part in query.split("&")):
+            return True
+        with self._lock:
+            if path in self._goaway_paths:
+                return False
+            self._goaway_paths.add(path)
+            return True
 
     def counters(self) -> H2Counters:
         with self._lock:
