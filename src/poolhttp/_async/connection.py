@@ -300,24 +300,8 @@ class AsyncConnection(asyncio.Protocol):
         self.exchange = None
         self.close()
         self._pool.release(self.conn, False, None)
-        future = exchange.future
-        if future is not None and not future.done():
-            if abandoned:
-                future.cancel()
-            else:
-                future.set_exception(error)
-        if exchange.stream is not None:
-            exchange.stream.set_error(error)
         waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            if abandoned:
-                waiter.cancel()
-            else:
-                waiter.set_exception(error)
-                # The body sender raises it; the response future, never awaited then, must
-                # not be reported as an exception nobody retrieved.
-                if future is not None and future.done() and not future.cancelled():
-                    future.exception()
+        fail_caller(exchange.future, exchange.stream, waiter, error, abandoned)
 
     def abandon(self, owner: object) -> None:
         """The caller gave up (cancelled, or closed a stream early): discard the connection.
@@ -428,6 +412,30 @@ class AsyncConnection(asyncio.Protocol):
             f"{self.origin} {how} without sending a response", origin=self.origin,
             request_sent=exchange is not None and exchange.request_sent,
             response_started=self._reader.response_started, reused=self.conn.may_be_stale)
+
+
+def fail_caller(future: asyncio.Future[Response] | None, stream: BodyBuffer | None,
+                waiter: asyncio.Future[None] | None, error: BaseException,
+                abandoned: bool) -> None:
+    """The caller's side of an exchange that failed (both connection kinds): its response
+    future, its body stream, and a body sender waiting to write. `abandoned`: the caller
+    left, so nobody reads a pending result: cancel them instead."""
+    if future is not None and not future.done():
+        if abandoned:
+            future.cancel()
+        else:
+            future.set_exception(error)
+    if stream is not None:
+        stream.set_error(error)
+    if waiter is not None and not waiter.done():
+        if abandoned:
+            waiter.cancel()
+        else:
+            waiter.set_exception(error)
+            # The body sender raises it; the response future, never awaited then, must
+            # not be reported as an exception nobody retrieved.
+            if future is not None and future.done() and not future.cancelled():
+                future.exception()
 
 
 class BodyBuffer:

@@ -45,7 +45,7 @@ from .._exceptions import (
 )
 from .._models import Request, Response
 from .._trace import Trace, emit
-from .connection import BodyBuffer
+from .connection import BodyBuffer, fail_caller
 
 if TYPE_CHECKING:
     from .._config import Timeout
@@ -144,22 +144,8 @@ class AsyncH2Exchange:
     def fail(self, error: BaseException, abandoned: bool = False) -> None:
         """Resolve the caller's side with `error` (the stream is over; the caller of this
         tells the connection)."""
-        future = self.future
-        if future is not None and not future.done():
-            if abandoned:
-                future.cancel()
-            else:
-                future.set_exception(error)
-        if self.stream is not None:
-            self.stream.set_error(error)
         waiter, self.window_waiter = self.window_waiter, None
-        if waiter is not None and not waiter.done():
-            if abandoned:
-                waiter.cancel()
-            else:
-                waiter.set_exception(error)
-                if future is not None and future.done() and not future.cancelled():
-                    future.exception()  # the body sender raises it; never "unretrieved"
+        fail_caller(self.future, self.stream, waiter, error, abandoned)
 
     # -- time-outs ---------------------------------------------------------------------------
     def arm(self, now: float) -> None:
