@@ -199,12 +199,19 @@ class StreamReset(ProtocolError):
 
     @property
     def error_name(self) -> str:
-        names = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR",
-                 3: "FLOW_CONTROL_ERROR", 4: "SETTINGS_TIMEOUT", 5: "STREAM_CLOSED",
-                 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL",
-                 9: "COMPRESSION_ERROR", 10: "CONNECT_ERROR", 11: "ENHANCE_YOUR_CALM",
-                 12: "INADEQUATE_SECURITY", 13: "HTTP_1_1_REQUIRED"}
-        return names.get(self.error_code, hex(self.error_code))
+        return h2_error_name(self.error_code)
+
+
+# The error codes of RFC 9113 section 7, by value.
+_H2_ERRORS = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
+              "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR", "REFUSED_STREAM",
+              "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM",
+              "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED")
+
+
+def h2_error_name(code: int) -> str:
+    """"REFUSED_STREAM" for 7; "0x1f" for a code RFC 9113 does not define."""
+    return _H2_ERRORS[code] if 0 <= code < len(_H2_ERRORS) else hex(code)
 
 
 class InvalidURL(HTTPError, ValueError):

@@ -53,6 +53,16 @@ def check_method(method: str) -> str:
     return upper
 
 
+def body_chunk(chunk: Any) -> bytes | bytearray | memoryview:
+    """One chunk of a streamed request body as bytes (str is encoded as UTF-8); TypeError
+    for anything else. Every connection kind checks its chunks with this."""
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
+    return chunk
+
+
 class Request:
     """One HTTP request as the client will send it.
 

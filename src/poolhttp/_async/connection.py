@@ -28,7 +28,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response
+from .._models import Request, Response, body_chunk
 from .._trace import Trace, emit
 
 if TYPE_CHECKING:
@@ -153,10 +153,7 @@ class AsyncConnection(asyncio.Protocol):
     async def _write_chunk(self, transport: asyncio.Transport, exchange: AsyncExchange,
                            chunk: Any) -> bool:
         """Write one chunk; False once the exchange ended (e.g. an early response)."""
-        if isinstance(chunk, str):
-            chunk = chunk.encode("utf-8")
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
+        chunk = body_chunk(chunk)
         if self.exchange is not exchange:
             return False
         if chunk:

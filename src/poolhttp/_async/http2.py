@@ -43,7 +43,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response
+from .._models import Request, Response, body_chunk
 from .._trace import Trace, emit
 from .connection import BodyBuffer, fail_caller
 
@@ -253,11 +253,11 @@ class AsyncH2Connection(asyncio.Protocol):
         try:
             if hasattr(chunks, "__aiter__"):
                 async for chunk in chunks:
-                    if not await self._send_chunk(exchange, _as_bytes(chunk)):
+                    if not await self._send_chunk(exchange, body_chunk(chunk)):
                         return
             else:
                 for chunk in chunks:
-                    if not await self._send_chunk(exchange, _as_bytes(chunk)):
+                    if not await self._send_chunk(exchange, body_chunk(chunk)):
                         return
             if self._carries(exchange):
                 self.session.send_data(exchange.stream_id, b"", True)
@@ -275,7 +275,7 @@ class AsyncH2Connection(asyncio.Protocol):
         except TransportError:
             pass  # the exchange failed with it already: its caller sees it
 
-    async def _send_chunk(self, exchange: AsyncH2Exchange, data: bytes | memoryview,
+    async def _send_chunk(self, exchange: AsyncH2Exchange, data: bytes | bytearray | memoryview,
                           end: bool = False) -> bool:
         """Send `data` on the exchange's stream as the windows allow; False once the stream
         ended (e.g. the server answered early and closed it)."""
@@ -431,9 +431,6 @@ class AsyncH2Connection(asyncio.Protocol):
                     f"request to {self.origin} abandoned", origin=self.origin), True)
                 return
 
-    def fail(self, error: TransportError) -> None:
-        self._fail_all(error)
-
     def _fail_all(self, error: TransportError | None, exc: BaseException | None = None) -> None:
         """The connection is finished: every exchange on it fails, the pool drops it."""
         self.close()
@@ -557,10 +554,3 @@ class AsyncH2BodyStream(BodyBuffer):
         self._chunks.clear()
         self._ended = True
 
-
-def _as_bytes(chunk: Any) -> bytes:
-    if isinstance(chunk, str):
-        return chunk.encode("utf-8")
-    if not isinstance(chunk, (bytes, bytearray, memoryview)):
-        raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
-    return bytes(chunk)

@@ -368,7 +368,12 @@ class AsyncPool:
         ssl_object = transport.get_extra_info("ssl_object")
         selected = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         conn = proto.conn
-        if selected == "h2":
+        try:
+            h2 = plan.speaks_h2(conn.key.protocols, selected)
+        except ConnectError:
+            transport.close()
+            raise
+        if h2:
             from .http2 import AsyncH2Connection
 
             chosen: AnyConnection = AsyncH2Connection(self, conn, plan.origin.key)
@@ -376,13 +381,8 @@ class AsyncPool:
             self._live.discard(proto)
             self._live.add(chosen)
             conn.io = chosen
-        elif "http/1.1" in conn.key.protocols and selected in (None, "http/1.1"):
-            chosen = proto
         else:
-            transport.close()
-            raise ConnectError(f"{plan.origin.key} chose {selected!r} over TLS (ALPN); this "
-                               f"client speaks {' and '.join(conn.key.protocols)}",
-                               origin=plan.origin.key)
+            chosen = proto
         transport.set_protocol(chosen)
         chosen.connection_made(transport)
         stand_in.hand_over(chosen)

@@ -14,6 +14,7 @@ thread). What they share lives here, in one `ConnectPlan` per attempt:
     plan.connected(address, now)         # -> the "tcp.connected" trace info
     TLS handshake; on failure (certificate or other) raise plan.handshake_failed(exc)
     plan.handshake(version, now)         # -> the "tls.handshake" trace info
+    plan.speaks_h2(protocols, alpn)      # HTTP/2 or HTTP/1.1, as ALPN chose (or ConnectError)
 
 Nothing here opens a socket, reads a clock or waits: `now` comes from the driver, on the same
 clock as the request's deadline.
@@ -148,6 +149,18 @@ class ConnectPlan:
     def handshake(self, version: str | None, now: float) -> dict[str, Any]:
         """The TLS handshake is done; returns the info of the "tls.handshake" event."""
         return {"seconds": self._lap(now), "version": version}
+
+    def speaks_h2(self, protocols: tuple[str, ...], selected: str | None) -> bool:
+        """Whether the TLS connection whose ALPN chose `selected` speaks HTTP/2 (else
+        HTTP/1.1), for a key that offered `protocols`; ConnectError when the server chose
+        something the key does not speak (HTTP/1.1, or nothing, when h2 alone was offered)."""
+        if selected == "h2":
+            return True
+        if "http/1.1" in protocols and selected in (None, "http/1.1"):
+            return False
+        key = self.origin.key
+        raise ConnectError(f"{key} chose {selected!r} over TLS (ALPN); this client speaks "
+                           f"{' and '.join(protocols)}", origin=key)
 
     def error(self) -> HTTPError:
         """The error a connect ends with when no address answered."""

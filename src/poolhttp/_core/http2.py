@@ -54,11 +54,11 @@ from hpack import Decoder
 from hpack.table import HeaderTable
 from hyperframe.frame import DataFrame, Frame, HeadersFrame
 
-from .._exceptions import RemoteProtocolError, StreamReset
+from .._exceptions import RemoteProtocolError, StreamReset, h2_error_name
 from .._models import Request
 
 __all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "H2Encoder", "H2Session", "SessionSink",
-           "StreamSink", "error_name"]
+           "StreamSink"]
 
 STREAM_WINDOW: Final = 1 << 20  # 1 MiB per stream: full speed on fast links, bounded memory
 CONNECTION_WINDOW: Final = 1 << 30  # more than max_concurrent_streams streams can hold
@@ -66,11 +66,6 @@ MAX_HEADER_LIST: Final = 64 * 1024  # as for HTTP/1.1: a response head of at mos
 CANCEL: Final = int(ErrorCodes.CANCEL)
 REFUSED_STREAM: Final = int(ErrorCodes.REFUSED_STREAM)
 STATUS_LINES: dict[int, bytes] = {}  # b"HTTP/2 200 " per status, made once
-
-
-def error_name(code: int) -> str:
-    """"REFUSED_STREAM" for 7; "0x1f" for a code RFC 9113 does not define."""
-    return StreamReset("", error_code=code).error_name
 
 
 class StreamSink(Protocol):
@@ -402,21 +397,13 @@ class H2Session:
             h2.end_stream(stream_id)
         return sent
 
-    def end_stream(self, stream_id: int, trailers: list[tuple[bytes, bytes]] | None = None
-                   ) -> None:
-        """The request body is complete (with trailers, if any)."""
-        if trailers:
-            self._h2.send_headers(stream_id, trailers, end_stream=True)
-        else:
-            self._h2.end_stream(stream_id)
-
     def reset(self, stream_id: int, code: int = CANCEL) -> None:
         """Abandon a stream (RST_STREAM): a cancelled or timed-out request."""
         self.streams.pop(stream_id, None)
         self._trailers.pop(stream_id, None)
         try:
             self._h2.reset_stream(stream_id, code)
-        except (StreamClosedError, H2Error):
+        except H2Error:  # StreamClosedError among them
             pass  # it ended meanwhile: nothing to reset
 
     def ack(self, stream_id: int, size: int) -> None:
@@ -427,18 +414,11 @@ class H2Session:
         elif size:
             try:
                 self._h2.acknowledge_received_data(size, stream_id)
-            except (StreamClosedError, H2Error):
+            except H2Error:  # StreamClosedError among them
                 pass
 
     def ping(self, opaque: bytes) -> None:
         self._h2.ping(opaque)
-
-    def close(self) -> None:
-        """Say GOAWAY (before closing the transport)."""
-        try:
-            self._h2.close_connection()
-        except H2Error:
-            pass
 
     # -- receiving -----------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -516,7 +496,7 @@ class H2Session:
         if sink is None:
             return
         code = int(event.error_code)
-        name = error_name(code)
+        name = h2_error_name(code)
         refused = code == REFUSED_STREAM
         sink.on_reset(StreamReset(
             f"{self.origin} reset the HTTP/2 stream of this request ({name}"
@@ -543,12 +523,12 @@ class H2Session:
             if code:
                 sink.on_reset(RemoteProtocolError(
                     f"{self.origin} ended the HTTP/2 connection with GOAWAY "
-                    f"({error_name(code)}) before processing this request's stream "
+                    f"({h2_error_name(code)}) before processing this request's stream "
                     f"({stream_id} > last stream {last})", origin=self.origin,
-                    reason=f"GOAWAY {error_name(code)}"))
+                    reason=f"GOAWAY {h2_error_name(code)}"))
                 continue
             sink.on_reset(StreamReset(
-                f"{self.origin} said GOAWAY ({error_name(code)}) before processing this "
+                f"{self.origin} said GOAWAY ({h2_error_name(code)}) before processing this "
                 f"request's stream ({stream_id} > last stream {last})",
                 origin=self.origin, error_code=code, stream_id=stream_id,
                 processed=False))

@@ -29,7 +29,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response
+from .._models import Request, Response, body_chunk
 from .._trace import Trace, emit
 
 if TYPE_CHECKING:
@@ -181,12 +181,11 @@ class SyncConnection:
             return self._send_watching(body, write_timeout, deadline)
         assert request.stream is not None
         sized = request.stream_length is not None  # Content-Length sent: no chunk framing
-        for chunk in request.stream:
-            if isinstance(chunk, str):
-                chunk = chunk.encode("utf-8")
-            if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise WriteError(f"body chunks must be bytes, not {type(chunk).__name__}",
-                                 origin=self.origin)
+        for item in request.stream:
+            try:
+                chunk = body_chunk(item)
+            except TypeError as exc:
+                raise WriteError(str(exc), origin=self.origin) from exc
             framed = chunk if sized else b"%x\r\n%s\r\n" % (len(chunk), chunk)
             if chunk and not self._send_watching(framed,
                                                  write_timeout, deadline):

@@ -48,7 +48,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response
+from .._models import Request, Response, body_chunk
 from .._trace import Trace, emit
 
 if TYPE_CHECKING:
@@ -243,9 +243,9 @@ class SyncH2Connection:
                     self.later(lambda: self._pool.resize(self.conn, limit))
                     self.later(self.ended)
                 else:
-                    sent = session.send_data(exchange.stream_id, body, True) if body else 0
-                    if body is not None and not body:
-                        session.send_data(exchange.stream_id, b"", True)
+                    # (an empty body is an empty DATA frame with END_STREAM)
+                    sent = (session.send_data(exchange.stream_id, body, True)
+                            if body is not None else 0)
                     self._queue()
         self._run_later()
         if error is not None:
@@ -257,11 +257,8 @@ class SyncH2Connection:
             if body is not None and sent < len(body):
                 self._send_rest(exchange, memoryview(body)[sent:], True)
             elif chunks is not None:
-                for chunk in chunks:
-                    if isinstance(chunk, str):
-                        chunk = chunk.encode("utf-8")
-                    if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                        raise TypeError(f"body chunks must be bytes, not {type(chunk).__name__}")
+                for item in chunks:
+                    chunk = body_chunk(item)
                     if chunk and not self._send_rest(exchange, memoryview(chunk), False):
                         break
                 else:

@@ -323,14 +323,12 @@ class SyncPool:
             return None
         if plan.origin.is_tls:
             assert isinstance(sock, ssl.SSLSocket)
-            selected = sock.selected_alpn_protocol()
-            if selected != "h2":
-                if "http/1.1" in protocols and selected in (None, "http/1.1"):
+            try:
+                if not plan.speaks_h2(protocols, sock.selected_alpn_protocol()):
                     return None
+            except ConnectError:
                 sock.close()
-                raise ConnectError(f"{plan.origin.key} chose {selected!r} over TLS (ALPN); "
-                                   f"this client speaks {' and '.join(protocols)}",
-                                   origin=plan.origin.key)
+                raise
         from .http2 import SyncH2Connection
 
         h2 = SyncH2Connection(self, conn, plan.origin.key, sock, write_timeout)
