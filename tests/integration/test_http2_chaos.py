@@ -12,10 +12,12 @@ is left on either side, and the pool's statistics agree with the server's accept
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import random
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,8 +116,13 @@ def check_all(plans: list[Plan], outcomes: list[object]) -> None:
     attempts (its resends met other /goaway requests' GOAWAYs); that must stay rare. (A
     /goaway request says GOAWAY once: resent, it is answered as /echo, so GOAWAYs do not
     chain from connection to connection.)"""
-    refused = sum(check(plan, outcome) for plan, outcome in zip(plans, outcomes, strict=True))
-    assert refused <= len(plans) // 50, f"{refused} requests refused by every GOAWAY"
+    refused = [outcome for plan, outcome in zip(plans, outcomes, strict=True)
+               if check(plan, outcome)]
+    reasons = collections.Counter(
+        re.sub(r"\d+", "N", str(error)) for outcome in refused
+        for error in outcome.errors)  # type: ignore[attr-defined]
+    assert len(refused) <= len(plans) // 50, (
+        f"{len(refused)} requests refused by every GOAWAY (CHAOS_SEED={SEED}): {reasons}")
 
 
 def _readers() -> int:
