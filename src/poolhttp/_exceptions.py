@@ -6,6 +6,7 @@
     │   │   ├── ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout, TotalTimeout
     │   ├── NetworkError (also OSError)
     │   │   ├── ConnectError, ReadError, WriteError
+    │   │   │   └── ProxyError                a proxy failed or refused (ConnectError)
     │   │   └── ServerDisconnected            the peer closed before a response (ReadError)
     │   │       └── StaleConnectionError      ... on a reused connection; not retried (unsafe)
     │   └── ProtocolError
@@ -44,6 +45,7 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
@@ -132,6 +134,32 @@ class NetworkError(TransportError, OSError):
 
 class ConnectError(NetworkError):
     """The TCP connection or TLS handshake to the origin failed."""
+
+
+class ProxyError(ConnectError):
+    """The proxy in front of the origin failed: it could not be reached, it refused the tunnel
+    (an HTTP status to CONNECT, a SOCKS failure reply, rejected credentials), or its reply was
+    malformed or cut short. Nothing reached the origin, so a retry is as safe as after any
+    ConnectError, and `except ConnectError` catches this too.
+
+    `proxy` is the proxy's URL without credentials ("http://127.0.0.1:3128"), `status` the HTTP
+    status a proxy answered CONNECT with, `reply` the name of a SOCKS reply ("connection
+    refused", "general failure", "authentication failed"). Neither fields nor message ever
+    hold a password.
+
+    >>> error = ProxyError("proxy http://127.0.0.1:3128 refused CONNECT to example.com:443: "
+    ...                    "403 Forbidden", origin="https://example.com:443",
+    ...                    proxy="http://127.0.0.1:3128", status=403)
+    >>> isinstance(error, ConnectError), error.status, error.reply
+    (True, 403, None)
+    """
+
+    def __init__(self, message: str, *, origin: str | None = None, proxy: str = "",
+                 status: int | None = None, reply: str | None = None) -> None:
+        super().__init__(message, origin=origin)
+        self.proxy = proxy
+        self.status = status
+        self.reply = reply
 
 
 class ReadError(NetworkError):
