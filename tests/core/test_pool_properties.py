@@ -34,6 +34,9 @@ class PoolMachine(RuleBasedStateMachine):
                              max_keepalive_connections=keepalive, keepalive_expiry=expiry,
                              max_concurrent_streams=streams)
         self.pool = PoolState(self.limits)
+        # No keep-alive: a connection that carried a request never gets another once it has
+        # none in flight (HTTP/1.1: one request each), and nothing is ever idle.
+        self.no_keepalive = self.limits.keepalive_limit == 0 or expiry == 0
         self.now = 0.0
         self.connecting: list[Conn] = []  # Open seen, outcome not yet reported
         self.using: list[tuple[Ticket, Conn]] = []  # handed out, request running
@@ -90,6 +93,8 @@ class PoolMachine(RuleBasedStateMachine):
             assert not conn.pooled, "a fresh request got a connection that waited idle"
 
         assert carrying < conn.capacity, "connection handed out beyond its capacity"
+        if self.no_keepalive and not carrying:
+            assert self.served.get(conn.id, 0) == 0, "reused although keep-alive is off"
         self.using.append((ticket, conn))
         self.served[conn.id] = self.served.get(conn.id, 0) + 1
 
@@ -233,6 +238,12 @@ class PoolMachine(RuleBasedStateMachine):
         multiplexed = [c for c in pool.connections() if c.multiplexed]
         assert stats.http2 == len(multiplexed)
         assert stats.streams == sum(c.in_use for c in multiplexed)
+
+    @invariant()
+    def nothing_idle_without_keepalive(self) -> None:
+        if self.no_keepalive:
+            # (`checkout` is checked where the `request` rule calls it: by `hand_out`.)
+            assert not [c for c in self.pool.connections() if c.state == IDLE]
 
     @invariant()
     def waiters_are_covered(self) -> None:

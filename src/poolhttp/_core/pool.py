@@ -59,6 +59,13 @@ Rules
   costs a new connection, which no pool can avoid.
 - A connection opened for a waiter that another connection then served is handed to the next
   waiter of its key, else to a blocked key, else kept idle.
+- No keep-alive (`max_keepalive_connections=0`, or `keepalive_expiry=0`): a connection that
+  carried a request is never given another once it has none in flight. An HTTP/1.1 one is
+  closed when its request ends, waiters or not, and the slot it frees opens a new connection
+  for the oldest waiter (of the neediest blocked key, as for any freed slot). A multiplexed
+  one (HTTP/2) takes new streams while it carries others, and is closed when its last one
+  ends (see `released`). Nothing is ever idle, so `checkout` finds nothing idle; a connection
+  handed out and given back unused (`unused`) carried nothing and goes to the next waiter.
 - Every input does O(1) or O(log n) work: there is no pass over all waiters or connections
   (cancelled tickets are skipped lazily and compacted when they outnumber live ones; stale heap
   entries are dropped lazily).
@@ -111,6 +118,9 @@ __all__ = [
 ]
 
 
+# Why a connection whose response left it unusable is closed (the core cannot tell which).
+_NOT_REUSABLE = "not reusable (Connection: close, an error, or a body not read to the end)"
+
 class PoolState:
     """All connection-pool bookkeeping for one client. See the module docstring."""
 
@@ -118,9 +128,13 @@ class PoolState:
         self.limits = limits
         self._max = limits.max_connections
         self._per_host = limits.max_connections_per_host or limits.max_connections
-        self._keepalive_max = limits.keepalive_limit
-        self._streams = limits.max_concurrent_streams
         self._expiry = limits.keepalive_expiry
+        # An expiry of 0 s keeps nothing idle either: both mean "no keep-alive".
+        self._keepalive_max = limits.keepalive_limit if self._expiry > 0 else 0
+        # Whether a connection may carry another request once nothing is in flight on it.
+        # Drivers read it to say so on the wire (an HTTP/1.1 request's `Connection: close`).
+        self.keeps_alive = self._keepalive_max > 0
+        self._streams = limits.max_concurrent_streams
         self._groups: dict[PoolKey, Group] = {}
         self._prune_at = 1024
         self._idle_lru: OrderedDict[Conn, None] = OrderedDict()  # every idle conn, oldest first
@@ -187,7 +201,8 @@ class PoolState:
             conn = group.idle.pop()
             del self._idle_lru[conn]
             if ticket.fresh or now >= conn.expires_at:
-                self._close(conn, actions)
+                self._close(conn, actions, "a retry asked for a fresh connection"
+                            if ticket.fresh else "past the server's Keep-Alive time-out")
                 continue
             conn.pooled = True
             self._give(conn, ticket)
@@ -212,7 +227,7 @@ class PoolState:
         """The connection `Open` asked for is ready to carry `capacity` requests at once;
         `multiplexed`: as streams of one HTTP/2 connection."""
         if conn.state is CLOSED:  # close_all() came first: the driver closes it
-            return [Close(conn)]
+            return [Close(conn, "the pool was closed while it connected")]
         if capacity < 1:
             raise PoolStateError(f"connected({conn!r}) with capacity {capacity}")
         move(conn, IDLE)
@@ -286,16 +301,15 @@ class PoolState:
                  keepalive: float | None = None) -> list[Action]:
         """A request on `conn` ended. The connection is reusable only if the response was read
         to the end and the server did not ask to close; `keepalive` is the server's Keep-Alive
-        time-out. Not reusable closes the whole connection (other requests on it end too)."""
+        time-out. Not reusable closes the whole connection (other requests on it end too).
+        Without keep-alive a connection is closed once nothing is in flight on it."""
         if conn.state is not ACTIVE:
             return self._released_inactive(conn, reusable, now)
         conn.in_use -= 1
         group = conn.group
-        if not reusable or self.is_closed or self._expiry <= 0:
-            actions: list[Action] = []
-            self._close(conn, actions)
-            self._slot_freed(group, now, actions)
-            return actions
+        if not reusable or self.is_closed:
+            return self._retire(conn, now, "the pool was closed" if self.is_closed
+                                else _NOT_REUSABLE)
         if conn.in_use:  # a multiplexed connection still busy: the freed stream goes on
             if conn.in_use >= conn.capacity:  # the peer lowered its limit meanwhile
                 return NO_ACTIONS
@@ -304,9 +318,19 @@ class PoolState:
                 group.spare.append(conn)
             if not group.n_waiting:
                 return NO_ACTIONS
-            actions = []
+            actions: list[Action] = []
             self._hand_to_waiters(conn, actions)
             return actions
+        if not self.keeps_alive and conn.requests:
+            # No keep-alive: with nothing in flight it is closed, even while requests wait
+            # (its slot opens a new connection for them). A multiplexed one gets here only
+            # when its last stream ends; while it carried others it took new ones (above,
+            # and from the spare list). Turning keep-alive off is asking for no connection
+            # kept for later -- no stale socket, no keep-alive race, no reuse a server or
+            # middlebox mishandles. An HTTP/2 connection carrying streams is in use and
+            # known alive, none of those; one stream per connection would cost a handshake
+            # per request and do worse than HTTP/1.1, which is what to use for that.
+            return self._retire(conn, now, "keep-alive is off")
         if conn.spare:
             conn.spare = False
             group.spare.remove(conn)
@@ -337,7 +361,8 @@ class PoolState:
         if reusable and conn.in_use and not self.is_closed:
             return NO_ACTIONS
         actions: list[Action] = []
-        self._close(conn, actions)
+        self._close(conn, actions, "it drained (the server said GOAWAY or Connection: close)"
+                    if reusable else _NOT_REUSABLE)
         self._slot_freed(conn.group, now, actions)
         return actions
 
@@ -349,7 +374,7 @@ class PoolState:
             group.idle.remove(conn)
             del self._idle_lru[conn]
             actions: list[Action] = []
-            self._close(conn, actions)
+            self._close(conn, actions, "the server closed it, or said GOAWAY, while it was idle")
             self._slot_freed(group, now, actions)
             return actions
         if conn.state is ACTIVE:
@@ -390,7 +415,8 @@ class PoolState:
             # it: stop the connect and free its slot rather than hold it for the connect
             # time-out (a black-holed host would otherwise keep it for seconds).
             actions = []
-            self._close(group.connecting.pop(), actions)
+            self._close(group.connecting.pop(), actions,
+                        "the request it was opened for left and nobody else needs it")
             self._slot_freed(group, now, actions)
             return actions
         if ticket.state is not ASSIGNED:
@@ -423,7 +449,8 @@ class PoolState:
                 break
             del lru[conn]
             conn.group.idle.remove(conn)  # the oldest of its key: at the front
-            self._close(conn, actions)
+            self._close(conn, actions, "past the server's Keep-Alive time-out"
+                        if now >= conn.expires_at else "idle for longer than keepalive_expiry")
             self._slot_freed(conn.group, now, actions)
         return actions
 
@@ -449,7 +476,7 @@ class PoolState:
             group.spare.clear()
             for conn in list(group.conns):
                 conn.spare = False
-                self._close(conn, actions)
+                self._close(conn, actions, "the pool was closed")
             group.blocked_key = None
         self._idle_lru.clear()
         self._blocked.clear()
@@ -604,7 +631,7 @@ class PoolState:
         if blocked is not None and blocked is not group and self._may_take(blocked, conn, now):
             # The slot goes to `blocked` itself: filed anew, the giver (now holding one less)
             # could otherwise come out on top and take it back.
-            self._close(conn, actions)
+            self._close(conn, actions, f"its slot went to {blocked.key.label}")
             heapq.heappop(self._blocked)  # `blocked` is the top
             blocked.blocked_key = None
             self._provide(blocked, now, actions)
@@ -615,17 +642,17 @@ class PoolState:
         if conn.state is not IDLE:
             return
         if group.n_waiting:  # its head needs a new connection: this one's slot opens it
-            self._close(conn, actions)
+            self._close(conn, actions, "a waiter of its origin needs a new connection")
             self._slot_freed(group, now, actions)
             return
         if len(self._idle_lru) >= self._keepalive_max:
             if not self._idle_lru:  # max_keepalive_connections == 0
-                self._close(conn, actions)
+                self._close(conn, actions, "keep-alive is off")
                 self._slot_freed(group, now, actions)
                 return
             oldest, _ = self._idle_lru.popitem(last=False)
             oldest.group.idle.remove(oldest)
-            self._close(oldest, actions)
+            self._close(oldest, actions, "the oldest idle one, over max_keepalive_connections")
             group.idle.append(conn)
             self._idle_lru[conn] = None
             self._give_slots(now, actions)  # the one it closed may be wanted elsewhere
@@ -664,7 +691,7 @@ class PoolState:
                     return
                 del self._idle_lru[oldest]
                 oldest.group.idle.remove(oldest)
-                self._close(oldest, actions)
+                self._close(oldest, actions, f"its slot went to {group.key.label}")
             conn = Conn(group, now)
             group.conns.add(conn)
             group.connecting.append(conn)
@@ -701,7 +728,7 @@ class PoolState:
                 return
             del self._idle_lru[oldest]
             oldest.group.idle.remove(oldest)
-            self._close(oldest, actions)
+            self._close(oldest, actions, f"its slot went to {top.key.label}")
             self._give_slots(now, actions)
 
     def _block(self, group: Group) -> None:
@@ -754,9 +781,17 @@ class PoolState:
         if not group.n_waiting and not group.n_active:
             self._n_busy -= 1
 
-    def _close(self, conn: Conn, actions: list[Action]) -> None:
-        """Take `conn` (off the idle lists already) out of the books and ask for its close."""
-        actions.append(Close(conn))
+    def _retire(self, conn: Conn, now: float, reason: str) -> list[Action]:
+        """Close `conn` (on no idle list) and hand its slot on."""
+        actions: list[Action] = []
+        self._close(conn, actions, reason)
+        self._slot_freed(conn.group, now, actions)
+        return actions
+
+    def _close(self, conn: Conn, actions: list[Action], reason: str) -> None:
+        """Take `conn` (off the idle lists already) out of the books and ask for its close;
+        `reason` says why, for the log."""
+        actions.append(Close(conn, reason))
         self._remove(conn)
 
     def _remove(self, conn: Conn) -> None:

@@ -222,12 +222,14 @@ class Open:
 
 
 class Close:
-    """Close `conn`'s transport (it has already left the pool's books)."""
+    """Close `conn`'s transport (it has already left the pool's books); `reason` says why,
+    for the log."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "reason")
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, reason: str) -> None:
         self.conn = conn
+        self.reason = reason
 
 
 class Assign:
@@ -269,9 +271,10 @@ class PoolStats:
     `http2` counts the open connections that speak HTTP/2 and `streams` the requests in flight
     on them (each is also counted once in `active` while it carries any).
     `retries` counts requests sent again, and `dns_lookups` the name look-ups made (cached
-    answers and look-ups shared by concurrent requests are not counted). `per_host` maps an origin
-    ("http://127.0.0.1:8080") to the same figures for it; origins with nothing open are
-    forgotten once more than 1024 are known.
+    answers and look-ups shared by concurrent requests are not counted). `tls_resumed` counts
+    the TLS handshakes that resumed an earlier session (see `tls_resumption`). `per_host`
+    maps an origin ("http://127.0.0.1:8080") to the same figures for it; origins with nothing
+    open are forgotten once more than 1024 are known.
     """
 
     connections: int = 0
@@ -286,5 +289,6 @@ class PoolStats:
     streams: int = 0
     retries: int = 0
     dns_lookups: int = 0
+    tls_resumed: int = 0
     per_host: dict[str, PoolStats] = field(default_factory=dict)
 
