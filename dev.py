@@ -2,11 +2,12 @@
 """Set up and run poolhttp's jobs from a fresh clone, with nothing but python3 present.
 
     python3 dev.py demo     # the main job: the bulk fetcher against local demo servers
-    python3 dev.py test     # lint, type-check and the whole test suite (installs nginx if missing)
+    python3 dev.py test     # lint, type-check and the whole test suite (installs its servers)
     python3 dev.py bench    # the side-by-side benchmark (see docs/benchmarks.md)
 
 Each command creates `.venv/` on first use and installs what it needs into it. Debian packages the
-tests need (nginx) are installed with apt-get when missing, which needs root.
+tests need (nginx, and the proxies tinyproxy, microsocks and dante-server; the benchmark needs
+nginx only) are installed with apt-get when missing, which needs root.
 """
 
 from __future__ import annotations
@@ -64,8 +65,18 @@ def cmd_demo(args: list[str]) -> None:
     run(BIN / "poolhttp", "demo", *args)
 
 
+# Binary -> Debian package of the servers the tests run (tests/support/nginx.py, proxies.py).
+TEST_PACKAGES = {
+    "nginx": "nginx-light",
+    "tinyproxy": "tinyproxy",
+    "microsocks": "microsocks",
+    "danted": "dante-server",
+    "stunnel4": "stunnel4",
+}
+
+
 def cmd_test(args: list[str]) -> None:
-    ensure_debian_packages({"nginx": "nginx-light"})
+    ensure_debian_packages(TEST_PACKAGES)
     ensure_venv("test")
     run(BIN / "ruff", "check", "src", "tests", "bench", "dev.py")
     run(BIN / "mypy")

@@ -21,6 +21,7 @@ from tests.support.certs import CertBundle, make_certs
 from tests.support.httpbin import Httpbin
 from tests.support.hypercorn import hypercorn_fixture
 from tests.support.nginx import Nginx
+from tests.support.proxies import Dante, Microsocks, ProxyFactory, Stunnel, Tinyproxy
 from tests.support.scripted import ServerFactory
 
 LOOP_KINDS = ("asyncio", "uvloop")
@@ -165,5 +166,82 @@ def scripted_server() -> Iterator[ServerFactory]:
     """`scripted_server(handler, **options)` starts a ScriptedServer (`.multi(...)`: one per
     loopback origin); all are stopped after the test, which errors if a handler raised."""
     factory = ServerFactory()
+    yield factory
+    factory.stop_all()
+
+
+# --------------------------------------------------------------------------------------------
+# Proxies (tests/support/proxies.py): real ones for the session, scripted ones per test.
+
+
+@pytest.fixture(scope="session")
+def tinyproxy() -> Iterator[Tinyproxy]:
+    """tinyproxy (HTTP forward and CONNECT to any port) for the session: `url`, `port`;
+    what it did from its side: `log(since)`, `connects(since)`, `requests(since)`,
+    `accepted(since)`, with `since = tinyproxy.mark()` taken at the start of the test."""
+    with Tinyproxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def tinyproxy_auth() -> Iterator[Tinyproxy]:
+    """A second tinyproxy requiring Basic auth: `username`, `password`, `url` (without
+    credentials: gets 407) and `url_with_auth`."""
+    with Tinyproxy(username="proxyuser", password="proxy-secret") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def https_proxy(tinyproxy: Tinyproxy, certs: CertBundle) -> Iterator[Stunnel]:
+    """An https:// proxy: stunnel terminating TLS (certificate for 127.0.0.1, localhost and
+    ::1 from `certs`; trust `https_proxy.ca_path`) in front of the session's `tinyproxy`:
+    `url` (https://127.0.0.1:PORT), `host`, `port`, `ca_path`; stunnel's count of client
+    connections and handshakes `log(since)`, `accepted(since)` (`since = https_proxy.mark()`);
+    and the requests in `https_proxy.tinyproxy.log(since)` (that proxy's own `mark()`)."""
+    with Stunnel(tinyproxy, certs) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def https_proxy_auth(tinyproxy_auth: Tinyproxy, certs: CertBundle) -> Iterator[Stunnel]:
+    """`https_proxy` in front of `tinyproxy_auth`: also `username`, `password`,
+    `url_with_auth`."""
+    with Stunnel(tinyproxy_auth, certs) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def socks5() -> Iterator[Microsocks]:
+    """microsocks, SOCKS5 without authentication: `url` (socks5://127.0.0.1:PORT), `host`,
+    `port`. It logs nothing: count connections at the target (nginx's `server_stats()`)."""
+    with Microsocks() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def socks5_auth() -> Iterator[Microsocks]:
+    """microsocks requiring username/password: `username`, `password`, `url`,
+    `url_with_auth`."""
+    with Microsocks(username="socksuser", password="socks-secret") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def socks4() -> Iterator[Dante]:
+    """dante, SOCKS4 (and SOCKS5 at `socks5_url`) without authentication: `url`
+    (socks4://127.0.0.1:PORT), `host`, `port`, and the targets it connected to:
+    `wait_for_targets(predicate, since=socks4.mark())`. No SOCKS4a: see `fault_proxy`."""
+    with Dante() as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[ProxyFactory]:
+    """`fault_proxy(mode, **options)` starts a ScriptedProxy on 127.0.0.1 (HTTP, SOCKS4/4a
+    and SOCKS5 on one port) that records every request byte for byte and misbehaves as
+    `mode` says ("relay", "status", "garbage", "close", "silent", "socks5_reply", ...);
+    `tls=certs` makes it an https:// proxy (failed handshakes land in `tls_errors`). All are
+    stopped after the test, which errors if a proxy failed internally."""
+    factory = ProxyFactory()
     yield factory
     factory.stop_all()

@@ -2,7 +2,10 @@
 
     nginx.py     a private nginx (fast, well-behaved server; exact connection counters)
     scripted.py  in-process servers with scripted replies and faults, byte for byte
-    certs.py     a throw-away CA and server certificate for the HTTPS tests
+    certs.py     a throw-away CA and server certificate for the HTTPS tests, and a client CA
+                 and client certificates for the mutual-TLS ones
+    proxies.py   tinyproxy, microsocks, dante and stunnel as child processes, and a scripted
+                 proxy (HTTP, SOCKS4/4a, SOCKS5, optionally over TLS) for exact bytes and faults
 
 See docs/testing.md for how the fixtures in tests/conftest.py use them.
 """

@@ -13,7 +13,14 @@ Layout of one instance (every port is picked at start):
   ALPN) are served HTTP/1.1 as before, and HTTP/2 clients get h2 (`http2_max_concurrent_streams`
   sets what it announces; stub_status counts h2 connections and streams like the others);
 * one plain-HTTP server on [::1] when IPv6 works (`ipv6_url`);
-* a status listener on 127.0.0.1 with `stub_status`, read by `server_stats()`.
+* a status listener on 127.0.0.1 with `stub_status`, read by `server_stats()`;
+* an HTTPS server requiring a client certificate signed by the bundle's client CA
+  (`mtls_url`; `/client-cert` answers what nginx made of the certificate);
+* two HTTPS servers with a shared session cache and session tickets, logging per request
+  whether the TLS session was resumed (`resume_url`, `session_log()`); the second has
+  keep-alive off, so every request is a new connection and a new handshake;
+* a plain-HTTP server on a Unix domain socket in the instance's directory (`uds_path`),
+  logging the Host header of every request (`uds_log()`).
 
 Every data server answers `/` with `hello\\n` (any method, request body discarded), serves
 files from `root` (`/16k`, `/1m`, optionally a sparse `/big`), and returns 404 for `/status`.
@@ -21,6 +28,7 @@ files from `root` (`/16k`, `/1m`, optionally a sparse `/big`), and returns 404 f
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -35,7 +43,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from .certs import CertBundle, make_certs
 
@@ -44,6 +52,8 @@ __all__ = [
     "Nginx",
     "NginxError",
     "ServerStats",
+    "SessionLogEntry",
+    "UdsLogEntry",
     "find_nginx",
     "ipv6_loopback_available",
     "nginx_version",
@@ -61,6 +71,9 @@ _STATUS_RE = re.compile(
     rb"server accepts handled requests\s*(\d+)\s+(\d+)\s+(\d+)\s*"
     rb"Reading:\s*(\d+)\s*Writing:\s*(\d+)\s*Waiting:\s*(\d+)"
 )
+
+
+_Entry = TypeVar("_Entry")
 
 
 class NginxError(RuntimeError):
@@ -97,6 +110,54 @@ class ServerStats:
             writing=self.writing,
             waiting=self.waiting,
         )
+
+
+@dataclass(frozen=True)
+class SessionLogEntry:
+    """One request to a `resume_url` server, as nginx logged it (after the response)."""
+
+    reused: bool  # the TLS session was resumed ($ssl_session_reused == "r")
+    protocol: str  # "TLSv1.2" or "TLSv1.3"
+    connection: int  # nginx's connection serial number: equal numbers, same connection
+    connection_requests: int  # 1 for the first request on its connection
+    remote_port: int  # the client's port
+    keepalive: bool  # False: the server with keep-alive off
+    uri: str  # the request target, e.g. "/?id=3"
+    status: int
+
+
+@dataclass(frozen=True)
+class UdsLogEntry:
+    """One request to the Unix-socket server, as nginx logged it (after the response)."""
+
+    host: str  # nginx's $host: Host header without port, lowercased ("" if none was sent)
+    http_host: str  # the Host header exactly as sent ("" if none)
+    method: str
+    uri: str
+    protocol: str  # "HTTP/1.1"
+    status: int
+
+
+# Unix socket paths are limited to sizeof(sun_path) - 1 bytes on Linux.
+_MAX_UNIX_PATH = 107
+
+_RESUME_LOG_FORMAT = (
+    '{"reused":"$ssl_session_reused","protocol":"$ssl_protocol","connection":"$connection",'
+    '"connection_requests":"$connection_requests","remote_port":"$remote_port",'
+    '"server_port":"$server_port","uri":"$request_uri","status":"$status"}'
+)
+_UDS_LOG_FORMAT = (
+    '{"host":"$host","http_host":"$http_host","method":"$request_method",'
+    '"uri":"$request_uri","protocol":"$server_protocol","status":"$status"}'
+)
+
+
+def _read_json_lines(path: Path) -> list[dict[str, str]]:
+    """The complete lines of a JSON-lines log (a line still being written is left out)."""
+    if not path.exists():
+        return []
+    text = path.read_text(errors="replace")
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
 
 def find_nginx() -> str | None:
@@ -247,6 +308,11 @@ class Nginx:
         self.ipv6 = ipv6_loopback_available() if self._ipv6_wanted is None else self._ipv6_wanted
         self.directory = Path(tempfile.mkdtemp(prefix="poolhttp-nginx-"))
         try:
+            if len(os.fsencode(self.uds_socket_path)) > _MAX_UNIX_PATH:
+                raise NginxError(
+                    f"the Unix socket path {self.uds_socket_path} is too long for bind(); "
+                    "set TMPDIR to a shorter directory"
+                )
             self.certs = self._given_certs or make_certs(self.directory / "certs")
             self._make_root()
             # Another process can take a port between our probe and nginx's bind; a fresh set
@@ -279,6 +345,10 @@ class Nginx:
         assert self.directory is not None
         # Fresh logs per attempt: a retry must not be judged by the previous attempt's errors.
         (self.directory / "error.log").write_bytes(b"")
+        for name in ("session.log", "uds.log"):
+            (self.directory / name).write_bytes(b"")
+        # A socket file left by a failed attempt would make nginx's bind fail.
+        self.uds_socket_path.unlink(missing_ok=True)
         self._stderr = open(self.directory / "stderr.log", "wb")  # noqa: SIM115 - closed in stop
         command = [
             binary,
@@ -360,8 +430,9 @@ class Nginx:
         for index, address in enumerate(self.addresses):
             names += [f"http{index}", f"close{index}"]
             groups += [[address], [address]]
-        names += ["https", "status"]
+        names += ["https", "status", "mtls", "resume", "resume_close"]
         groups += [["127.0.0.1", "::1"] if self.ipv6 else ["127.0.0.1"], ["127.0.0.1"]]
+        groups += [["127.0.0.1"], ["127.0.0.1"], ["127.0.0.1"]]
         if self.ipv6:
             names.append("ipv6")
             groups.append(["::1"])
@@ -393,6 +464,55 @@ class Nginx:
             "    }\n"
         )
 
+    def _tls_lines(self, http2_directive: bool) -> str:
+        assert self.certs is not None
+        return (
+            f"        ssl_certificate {_quote(self.certs.cert_path)};\n"
+            f"        ssl_certificate_key {_quote(self.certs.key_path)};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            + ("        http2 on;\n" if http2_directive else "")
+            + f"        http2_max_concurrent_streams {self.http2_max_concurrent_streams};\n"
+        )
+
+    def _extra_tls_servers(self, tls_listen: str, http2_directive: bool) -> list[str]:
+        """The mutual-TLS server and the two session-resumption servers."""
+        assert self.directory is not None
+        assert self.certs is not None
+        ports = self._ports
+        tls = self._tls_lines(http2_directive)
+        mtls = self._server_block(
+            [f"127.0.0.1:{ports['mtls']}{tls_listen}"],
+            tls
+            + f"        ssl_client_certificate {_quote(self.certs.client_ca_path)};\n"
+            "        ssl_verify_client on;\n"
+            "        ssl_verify_depth 2;\n"
+            "        location = /client-cert {\n"
+            "            default_type text/plain;\n"
+            '            return 200 "$ssl_client_verify\\n$ssl_client_s_dn\\n";\n'
+            "        }\n",
+        )
+        # One ticket key for both servers (nginx would pick a random key per server block),
+        # so a session from either resumes on the other; the cache zone is shared too.
+        ticket_key = self.directory / "ticket.key"
+        if not ticket_key.exists():
+            ticket_key.write_bytes(os.urandom(80))
+        resume = (
+            tls
+            + "        ssl_session_cache shared:poolhttp_resume:1m;\n"
+            "        ssl_session_timeout 10m;\n"
+            "        ssl_session_tickets on;\n"
+            f"        ssl_session_ticket_key {_quote(ticket_key)};\n"
+            f"        access_log {_quote(self.directory / 'session.log')} poolhttp_resume;\n"
+        )
+        return [
+            mtls,
+            self._server_block([f"127.0.0.1:{ports['resume']}{tls_listen}"], resume),
+            self._server_block(
+                [f"127.0.0.1:{ports['resume_close']}{tls_listen}"],
+                resume + "        keepalive_timeout 0;\n",
+            ),
+        ]
+
     def _config(self) -> str:
         assert self.directory is not None
         assert self.certs is not None
@@ -420,14 +540,12 @@ class Nginx:
         if self.ipv6:
             https_listens.append(f"[::1]:{ports['https']}{tls_listen}")
             servers.append(self._server_block([f"[::1]:{ports['ipv6']}"]))
+        servers.append(self._server_block(https_listens, self._tls_lines(http2_directive)))
+        servers += self._extra_tls_servers(tls_listen, http2_directive)
         servers.append(
             self._server_block(
-                https_listens,
-                f"        ssl_certificate {_quote(self.certs.cert_path)};\n"
-                f"        ssl_certificate_key {_quote(self.certs.key_path)};\n"
-                "        ssl_protocols TLSv1.2 TLSv1.3;\n"
-                + ("        http2 on;\n" if http2_directive else "")
-                + f"        http2_max_concurrent_streams {self.http2_max_concurrent_streams};\n",
+                [f"unix:{self.uds_socket_path}"],
+                f"        access_log {_quote(d / 'uds.log')} poolhttp_uds;\n",
             )
         )
         servers.append(
@@ -459,6 +577,8 @@ class Nginx:
             f"    keepalive_timeout {_duration(self.keepalive_timeout)};\n"
             # Uploads of any size to `/` are accepted (and discarded), for request-body tests.
             "    client_max_body_size 0;\n"
+            f"    log_format poolhttp_resume escape=json '{_RESUME_LOG_FORMAT}';\n"
+            f"    log_format poolhttp_uds escape=json '{_UDS_LOG_FORMAT}';\n"
             f"{self.extra_http_config}\n"
             f"{''.join(servers)}"
             "}\n"
@@ -498,6 +618,101 @@ class Nginx:
         if not self.ipv6:
             return None
         return f"http://[::1]:{self._ports['ipv6']}{path}"
+
+    def mtls_url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        """An HTTPS server that requires a client certificate signed by the client CA
+        (`certs.client_cert_path` / `client_key_path`; verify the server with `ca_path`).
+        It listens on 127.0.0.1 only ("localhost" works where it resolves to 127.0.0.1).
+
+        nginx does not fail the handshake without a certificate: it completes it and
+        answers every request with 400 ("No required SSL certificate was sent"), and with
+        400 ("The SSL certificate error") for a certificate the client CA did not sign.
+        `/client-cert` answers `$ssl_client_verify` ("SUCCESS") and the subject DN, one per
+        line. For a server that aborts the handshake instead, use a scripted server with
+        `tls=certs.mtls_server_context()`.
+        """
+        self._require_started()
+        return f"https://{_host_in_url(host)}:{self._ports['mtls']}{path}"
+
+    @property
+    def mtls_port(self) -> int:
+        self._require_started()
+        return self._ports["mtls"]
+
+    def resume_port(self, *, keepalive: bool = True) -> int:
+        self._require_started()
+        return self._ports["resume" if keepalive else "resume_close"]
+
+    def resume_url(
+        self, path: str = "/", host: str = "127.0.0.1", *, keepalive: bool = True
+    ) -> str:
+        """An HTTPS server with a session cache and session tickets (TLS 1.2 and 1.3) whose
+        requests are logged in `session_log()`; with `keepalive=False` nginx closes the
+        connection after every response, so each request needs a new handshake. Both
+        servers share the cache and the ticket key. Give each test's requests a distinct
+        query (`/?t=name-1`) to find them in the shared log."""
+        return f"https://{_host_in_url(host)}:{self.resume_port(keepalive=keepalive)}{path}"
+
+    def session_log(self) -> list[SessionLogEntry]:
+        """Every request the `resume_url` servers have logged so far, oldest first. nginx
+        writes an entry after sending the response, so a client may see the response a
+        moment before its entry appears: use `wait_for_session_log`."""
+        self._require_started()
+        assert self.directory is not None
+        close_port = self._ports["resume_close"]
+        return [
+            SessionLogEntry(
+                reused=fields["reused"] == "r",
+                protocol=fields["protocol"],
+                connection=int(fields["connection"]),
+                connection_requests=int(fields["connection_requests"]),
+                remote_port=int(fields["remote_port"]),
+                keepalive=int(fields["server_port"]) != close_port,
+                uri=fields["uri"],
+                status=int(fields["status"]),
+            )
+            for fields in _read_json_lines(self.directory / "session.log")
+        ]
+
+    def wait_for_session_log(
+        self, predicate: Callable[[list[SessionLogEntry]], bool], timeout: float = 5.0
+    ) -> list[SessionLogEntry]:
+        """Poll `session_log()` until `predicate` holds for it; returns the entries."""
+        return _poll(self.session_log, predicate, timeout, "session log")
+
+    @property
+    def uds_path(self) -> str:
+        """The Unix domain socket of a plain-HTTP server (same content as `url()`)."""
+        self._require_started()
+        return str(self.uds_socket_path)
+
+    @property
+    def uds_socket_path(self) -> Path:
+        assert self.directory is not None
+        return self.directory / "http.sock"
+
+    def uds_log(self) -> list[UdsLogEntry]:
+        """Every request the Unix-socket server has logged so far, oldest first (written
+        after the response: use `wait_for_uds_log`)."""
+        self._require_started()
+        assert self.directory is not None
+        return [
+            UdsLogEntry(
+                host=fields["host"],
+                http_host=fields["http_host"],
+                method=fields["method"],
+                uri=fields["uri"],
+                protocol=fields["protocol"],
+                status=int(fields["status"]),
+            )
+            for fields in _read_json_lines(self.directory / "uds.log")
+        ]
+
+    def wait_for_uds_log(
+        self, predicate: Callable[[list[UdsLogEntry]], bool], timeout: float = 5.0
+    ) -> list[UdsLogEntry]:
+        """Poll `uds_log()` until `predicate` holds for it; returns the entries."""
+        return _poll(self.uds_log, predicate, timeout, "Unix-socket log")
 
     @property
     def ca_path(self) -> str:
@@ -593,6 +808,22 @@ class Nginx:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"nginx stats did not reach the expected state: {stats}")
             time.sleep(0.01)
+
+
+def _poll(
+    read: Callable[[], list[_Entry]],
+    predicate: Callable[[list[_Entry]], bool],
+    timeout: float,
+    what: str,
+) -> list[_Entry]:
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = read()
+        if predicate(entries):
+            return entries
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the {what} did not reach the expected state: {entries}")
+        time.sleep(0.01)
 
 
 def _identity() -> str:
