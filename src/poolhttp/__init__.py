@@ -26,6 +26,7 @@ from ._exceptions import (
     PoolClosed,
     PoolTimeout,
     ProtocolError,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -44,6 +45,7 @@ from ._exceptions import (
 )
 from ._headers import Headers
 from ._models import Request, Response, ResponseNotRead, StreamConsumed
+from ._mounts import Mount
 from ._sync.client import Client
 from ._urls import URL, Origin
 from ._version import __version__
@@ -72,12 +74,14 @@ __all__ = [
     "InvalidRequest",
     "InvalidURL",
     "Limits",
+    "Mount",
     "NetworkError",
     "Origin",
     "PoolClosed",
     "PoolStats",
     "PoolTimeout",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",

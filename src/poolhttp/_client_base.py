@@ -12,18 +12,22 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 from ._config import Limits, PoolConfig, Retry, Timeout, TimeoutTypes
 from ._cookies import Cookies, CookieTypes
 from ._core.pool import PoolKey
 from ._decoders import accept_encoding
-from ._exceptions import InvalidRequest, PoolClosed, TotalTimeout
+from ._exceptions import InvalidRequest, PoolClosed, ProxyError, TotalTimeout
 from ._headers import Headers, HeaderTypes, encode_header_pairs
+from ._log import DEBUG, client_log
 from ._models import Request, Response, check_method
+from ._mounts import Mount
+from ._proxy import Proxy
 from ._retry import RetryPlan
+from ._route import Route, Router, route_of
 from ._steps import AuthTypes, Hook, Steps, coerce_auth
-from ._tls import VerifyTypes, check_verify
+from ._tls import CertTypes, VerifyTypes, check_cert, check_verify
 from ._trace import Trace, emit
 from ._urls import URL, Origin, QueryParams, encode_params, parse_url
 from ._version import __version__
@@ -33,9 +37,11 @@ if TYPE_CHECKING:
     from ._exceptions import TransportError
     from ._multipart import FilesTypes
 
-__all__ = ["ClientBase", "RequestContent"]
+__all__ = ["ClientBase", "ProxyTypes", "RequestContent", "SocketOption"]
 
 RequestContent = Any  # bytes | str | Iterable[bytes] | AsyncIterable[bytes]; checked at run time
+ProxyTypes = Union[str, URL, "Proxy", None]
+SocketOption = tuple[int, int, int | bytes]  # (level, option, value), as socket.setsockopt
 
 _DEFAULT_HEADERS: list[tuple[bytes, bytes]] = [
     (b"User-Agent", f"poolhttp/{__version__}".encode("ascii")),
@@ -56,7 +62,13 @@ class ClientBase(Generic[R]):
                  cookies: CookieTypes | None = None, auth: AuthTypes = None,
                  event_hooks: Mapping[str, Sequence[Hook]] | None = None,
                  max_content_size: int | None = None, http1: bool = True,
-                 http2: bool = False) -> None:
+                 http2: bool = False, proxy: ProxyTypes = None, trust_env: bool = True,
+                 cert: CertTypes | None = None,
+                 socket_options: Iterable[SocketOption] | None = None,
+                 uds: str | None = None, tls_resumption: bool = True,
+                 happy_eyeballs_delay: float | None = 0.25,
+                 trace: Trace | None = None,
+                 mounts: Mapping[str, Mount] | None = None) -> None:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a poolhttp.Limits, not {type(limits).__name__}")
         if family not in (0, socket.AF_INET, socket.AF_INET6):
@@ -67,22 +79,45 @@ class ClientBase(Generic[R]):
             raise TypeError(f"local_address must be an IP address string, not "
                             f"{type(local_address).__name__}")
         self.http1, self.http2 = _check_protocols(http1, http2)
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be True or False, not {trust_env!r}")
+        if not isinstance(tls_resumption, bool):
+            raise TypeError(f"tls_resumption must be True or False, not {tls_resumption!r}")
+        if trace is not None and not callable(trace):
+            raise TypeError(f"trace must be a callable trace(event, info), not "
+                            f"{type(trace).__name__}")
+        self.trace = trace  # the default of every request's trace=
+        self.trust_env = trust_env
         self.base_url = URL(base_url) if base_url is not None else None
         self.limits = limits
         self.timeout = Timeout.coerce(timeout)
         self.verify = check_verify(verify)
+        self.cert = check_cert(cert, self.verify)
         self.dns_ttl = float(dns_ttl)
         self.family = family
         self.local_address = local_address
         self.retries = Retry.coerce(retries)
-        self._config = PoolConfig(limits=limits, verify=self.verify, dns_ttl=self.dns_ttl,
-                                  family=family, local_address=local_address)
+        self.proxy = Proxy.coerce(proxy) if proxy is not None else None
+        if uds is not None and not isinstance(uds, str):
+            raise TypeError(f"uds must be the path of a Unix socket (str), not "
+                            f"{type(uds).__name__}")
+        if uds is not None and self.proxy is not None:
+            raise ValueError("uds= and proxy= exclude each other: a Unix socket is dialled "
+                             "directly")
+        self._config = PoolConfig(
+            limits=limits, dns_ttl=self.dns_ttl, family=family, local_address=local_address,
+            socket_options=check_socket_options(socket_options), uds=uds,
+            tls_resumption=tls_resumption,
+            happy_eyeballs_delay=_check_delay(happy_eyeballs_delay))
+        self._router = Router(
+            Route(proxy=self.proxy, verify=self.verify, cert=self.cert, http1=self.http1,
+                  http2=self.http2, timeout=self.timeout, retries=self.retries),
+            trust_env=trust_env, uds=uds, mounts=mounts)
+        self._mounted = self._router.mounted  # per-route time-outs and retries to look up
         self._keys: dict[str, PoolKey] = {}  # origin -> its pool key, made once
         self._retried = 0  # requests sent again, for stats().retries
         self._retried_lock = threading.Lock()  # the blocking client counts from many threads
-        # Status retries need a look at every response; skip it when the policy has none.
-        self._status_retries = self.retries.allows("status") and bool(
-            self.retries.status_forcelist)
+        self._status_retries = self._router.status_retries
         user = encode_header_pairs(headers)
         overridden = {name.lower() for name, _ in user}
         self._headers = Headers.from_raw(
@@ -207,8 +242,9 @@ class ClientBase(Generic[R]):
                 None if cookies is None else Cookies(cookies))
 
     # -- building ------------------------------------------------------------------------
-    def _retries_status(self, response: Response) -> bool:
-        return response.status_code in self.retries.status_forcelist
+    def _retries_status(self, response: Response, key: PoolKey) -> bool:
+        route = route_of(key)
+        return route.status_retries and response.status_code in route.retries.status_forcelist
 
     def _next_step(self, plan: RetryPlan | None, outcome: Response | TransportError,
                    request: Request) -> tuple[RetryPlan, float | None]:
@@ -216,7 +252,7 @@ class ClientBase(Generic[R]):
         retry policy today): seconds to wait before the next attempt, or None to return the
         response; raises what the caller should see. The plan is made on first use."""
         if plan is None:
-            plan = RetryPlan(self.retries, request)
+            plan = RetryPlan(route_of(self._pool_key(request.url.origin)).retries, request)
         return plan, plan.after(outcome, time.time())
 
     def _announce_retry(self, plan: RetryPlan, delay: float, request: Request,
@@ -226,6 +262,9 @@ class ClientBase(Generic[R]):
         after the total deadline (`now` on the same clock as `deadline`)."""
         with self._retried_lock:
             self._retried += 1
+        if client_log.isEnabledFor(DEBUG):
+            client_log.debug("retrying %s %s in %.3f s (retry %d): %s", request.method,
+                             request.url.origin, delay, plan.attempts, plan.errors[-1])
         if trace is not None:
             emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
                  reason=str(plan.errors[-1]))
@@ -235,27 +274,34 @@ class ClientBase(Generic[R]):
                                origin=request.url.origin.key, timeout=timeout.total)
 
     def _pool_key(self, origin: Origin) -> PoolKey:
-        """The pool key of `origin`: what its connections must share to be interchangeable.
-        Today the TLS settings (one `verify` per client) and the protocols it may speak
-        (ALPN's offer over TLS; over plain http, HTTP/2 only with `http1=False`: prior
-        knowledge); proxies and per-route settings add to it."""
+        """The pool key of `origin`: what its connections must share to be interchangeable
+        (see Route.key), made once per origin."""
         key = self._keys.get(origin.key)
         if key is None:
             if len(self._keys) > 4096:
                 self._keys.clear()
-            if not self.http2 or (self.http1 and not origin.is_tls):
-                protocols: tuple[str, ...] = ("http/1.1",)
-            elif self.http1:
-                protocols = ("h2", "http/1.1")
-            else:
-                protocols = ("h2",)
-            key = self._keys[origin.key] = PoolKey(
-                origin.key, tls=_tls_identity(self.verify) if origin.is_tls else None,
-                protocols=protocols)
+            key = self._keys[origin.key] = self._router.route(origin).key(origin)
         return key
 
-    def _resolve_timeout(self, timeout: TimeoutTypes) -> Timeout:
-        return self.timeout if timeout is None else Timeout.coerce(timeout)
+    def _proxy_refused(self, response: Response, key: PoolKey) -> ProxyError:
+        """A forward proxy answered 407: the same typed error as a refused CONNECT."""
+        proxy = route_of(key).proxy
+        assert proxy is not None
+        sent = "credentials were sent" if proxy.username is not None else (
+            "no credentials were given: put them in the proxy URL")
+        return ProxyError(f"proxy {proxy.url} refused {response.request.method} "
+                          f"{response.request.url.origin}: 407 Proxy Authentication "
+                          f"Required ({sent})", origin=key.origin, proxy=proxy.url,
+                          status=407)
+
+    def _resolve_timeout(self, timeout: TimeoutTypes, request: Request) -> Timeout:
+        """A request's time-outs: its own, else its route's (a mount's), else the client's."""
+        if timeout is not None:
+            return Timeout.coerce(timeout)
+        if self._mounted:
+            timeout_of_route: Timeout = route_of(self._pool_key(request.url.origin)).timeout
+            return timeout_of_route
+        return self.timeout
 
     def _build(self, method: str, url: str | URL, params: QueryParams | None,
                headers: HeaderTypes | None, content: RequestContent,
@@ -294,11 +340,6 @@ class ClientBase(Generic[R]):
 _JSON = jsonlib.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 _METHODS_OK = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def _tls_identity(verify: object) -> object:
-    """A hashable stand-in for a `verify=` setting (an SSLContext is compared by identity)."""
-    return verify if isinstance(verify, (bool, str)) else id(verify)
 
 
 def _encode_body(content: RequestContent, data: Mapping[str, Any] | None, json: Any,
@@ -362,3 +403,42 @@ def _check_protocols(http1: object, http2: object) -> tuple[bool, bool]:
         if importlib.util.find_spec("h2") is None:
             raise ImportError("http2=True needs the h2 package: pip install 'poolhttp[http2]'")
     return bool(http1), bool(http2)
+
+
+def check_socket_options(options: object) -> tuple[SocketOption, ...]:
+    """Validate `socket_options=` at construction: each (level, option, value) is set on a
+    throw-away socket, so a wrong one fails here, naming it, and not at the first connect."""
+    if options is None:
+        return ()
+    if isinstance(options, (str, bytes)) or not isinstance(options, Iterable):
+        raise TypeError("socket_options must be a list of (level, option, value) tuples")
+    checked: list[SocketOption] = []
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        for option in options:
+            if (not isinstance(option, tuple) or len(option) != 3
+                    or not all(isinstance(n, int) and not isinstance(n, bool)
+                               for n in option[:2])
+                    or not isinstance(option[2], (int, bytes)) or isinstance(option[2], bool)):
+                raise TypeError(f"socket_options: {option!r} is not a (level, option, value) "
+                                "tuple of int, int and int or bytes")
+            try:
+                probe.setsockopt(*option)
+            except OSError as exc:
+                raise ValueError(f"socket_options: setsockopt{option!r} failed: "
+                                 f"{exc.strerror or exc}") from None
+            checked.append(option)
+    finally:
+        probe.close()
+    return tuple(checked)
+
+
+def _check_delay(delay: object) -> float:
+    """`happy_eyeballs_delay=`: seconds between staggered connect attempts; None or 0 tries
+    the addresses one after the other."""
+    if delay is None:
+        return 0.0
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
+        raise ValueError(f"happy_eyeballs_delay must be a number of seconds >= 0 or None, "
+                         f"not {delay!r}")
+    return float(delay)

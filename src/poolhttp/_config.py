@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 __all__ = ["IDEMPOTENT_METHODS", "Limits", "PoolConfig", "Retry", "Timeout", "TimeoutTypes"]
 
@@ -48,6 +47,10 @@ class Limits:
     - `max_keepalive_connections` (None: the same as `max_connections`): idle connections kept
       for reuse. Keeping it equal to `max_connections` means a workload that stays within
       `max_connections` never closes a reusable connection only to reopen one moments later.
+      0 turns keep-alive off (aiohttp's `force_close=True`): an HTTP/1.1 connection is closed
+      after its response even while other requests wait, and each of them gets a new one
+      (within the limits, in arrival order); an HTTP/2 connection takes new streams while it
+      carries others and is closed when its last one ends. `keepalive_expiry=0` does the same.
     - `keepalive_expiry` (15.0 s): an idle connection older than this is closed. 15 s bridges the
       pauses of a steady workload and stays below the idle time-outs of common load balancers and
       servers (60-75 s), so we usually close first instead of reusing a socket the server just
@@ -300,7 +303,10 @@ class PoolConfig:
     """What a pool needs of its client's settings (the pools never see the client itself)."""
 
     limits: Limits
-    verify: Any
     dns_ttl: float
     family: int
     local_address: str | None
+    socket_options: tuple[tuple[int, int, int | bytes], ...] = ()
+    uds: str | None = None  # connect every request through this Unix socket
+    tls_resumption: bool = True
+    happy_eyeballs_delay: float = 0.25  # between staggered connect attempts (RFC 8305)

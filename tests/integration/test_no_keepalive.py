@@ -9,13 +9,16 @@ is sampled from the client's stats; the totals are the server's.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
 import pytest
 
 import poolhttp
+from tests.integration.clients import make_client
 from tests.support.nginx import Nginx, ServerStats
+from tests.support.scripted import ServerFactory, echo_handler
 
 REQUESTS = 50
 LIMIT = 10
@@ -168,3 +171,22 @@ def test_threads_http2_sequential_requests_each_open_a_connection(nginx: Nginx) 
         assert client.stats().connections == 0
     counted = nginx.server_stats().since(before)
     assert (counted.accepted, counted.requests) == (5, 5)
+
+
+def test_requests_say_connection_close_when_keepalive_is_off(
+        client_kind: str, scripted_server: ServerFactory) -> None:
+    """RFC 9112 9.6: a client that will not keep the connection says so, so that the server
+    closes first (and holds the TIME_WAIT); a Connection header of the caller's wins."""
+    server = scripted_server(echo_handler)
+    limits = poolhttp.Limits(max_keepalive_connections=0)
+    with make_client(client_kind, limits=limits) as client:
+        sent = [json.loads(client.get(server.url()).content)["headers"] for _ in range(2)]
+        own = json.loads(client.get(server.url(), headers={"Connection": "keep-alive"})
+                         .content)["headers"]
+    for headers in sent:
+        assert [value for name, value in headers if name.lower() == "connection"] == ["close"]
+    assert [value for name, value in own if name.lower() == "connection"] == ["keep-alive"]
+    assert server.accepted == 3
+    with make_client(client_kind) as client:
+        default = json.loads(client.get(server.url()).content)["headers"]
+    assert [name for name, _ in default if name.lower() == "connection"] == []

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._client_base import ClientBase, RequestContent
+from .._client_base import ClientBase, ProxyTypes, RequestContent, SocketOption
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._cookies import Cookies, CookieTypes
 from .._core.pool import PoolStats
 from .._exceptions import TransportError
 from .._headers import HeaderTypes
+from .._log import DEBUG, connection_log, log_reused
 from .._models import Request, Response
+from .._mounts import Mount
 from .._retry import RetryPlan
 from .._steps import AuthTypes, Hook
-from .._tls import VerifyTypes
+from .._tls import CertTypes, VerifyTypes
 from .._trace import Trace, emit
 from .._urls import URL, QueryParams
 from .connection import AsyncConnection
@@ -54,13 +56,24 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                  cookies: CookieTypes | None = None, auth: AuthTypes = None,
                  event_hooks: Mapping[str, Sequence[Hook]] | None = None,
                  max_content_size: int | None = None, http1: bool = True,
-                 http2: bool = False) -> None:
+                 http2: bool = False, proxy: ProxyTypes = None, trust_env: bool = True,
+                 cert: CertTypes | None = None,
+                 socket_options: Iterable[SocketOption] | None = None,
+                 uds: str | None = None, tls_resumption: bool = True,
+                 happy_eyeballs_delay: float | None = 0.25,
+                 trace: Trace | None = None,
+                 mounts: Mapping[str, Mount] | None = None) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
                          local_address=local_address, retries=retries,
                          follow_redirects=follow_redirects, max_redirects=max_redirects,
                          cookies=cookies, auth=auth, event_hooks=event_hooks,
-                         max_content_size=max_content_size, http1=http1, http2=http2)
+                         max_content_size=max_content_size, http1=http1, http2=http2,
+                         proxy=proxy, trust_env=trust_env, cert=cert,
+                         socket_options=socket_options, uds=uds,
+                         tls_resumption=tls_resumption,
+                         happy_eyeballs_delay=happy_eyeballs_delay, trace=trace,
+                         mounts=mounts)
         self._pool = AsyncPool(self._config)
         self._closed = False
 
@@ -80,7 +93,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=True)
-        resolved = self.timeout if timeout is None else Timeout.coerce(timeout)
+        resolved = self._resolve_timeout(timeout, request)
         steps = self._steps
         if follow_redirects is None and auth is None and cookies is None and steps.idle(request):
             response = await self._send(request, resolved, False, trace)
@@ -107,7 +120,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=True)
-        return AsyncStreamContext(self, request, self._resolve_timeout(timeout), trace,
+        return AsyncStreamContext(self, request, self._resolve_timeout(timeout, request), trace,
                                   self._step_options(follow_redirects, auth, cookies))
 
     async def _send_with_steps(self, request: Request, timeout: Timeout, stream: bool,
@@ -146,6 +159,8 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         every coroutine layer between the caller and the response future costs on each
         suspend and resume."""
         pool = self._pool
+        if trace is None:
+            trace = self.trace
         pool.check_loop()
         if self._closed:
             raise self._closed_error()
@@ -162,6 +177,8 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                 if conn is None:
                     conn = await pool.acquire(key, origin, timeout, deadline, trace, fresh)
                 proto: AsyncConnection | AsyncH2Connection = conn.io
+                if conn.requests > 1 and connection_log.isEnabledFor(DEBUG):
+                    log_reused(conn)
                 if trace is not None:
                     emit(trace, "connection.acquired", reused=conn.requests > 1,
                          connection_id=conn.id, origin=origin.key)
@@ -178,7 +195,10 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
             else:
                 if self.max_content_size is not None:
                     response.max_content_size = self.max_content_size
-                if not self._status_retries or not self._retries_status(response):
+                if response.status_code == 407 and key.proxy is not None:
+                    await response.aclose()  # the forward proxy refused: a ProxyError, as CONNECT's
+                    raise self._proxy_refused(response, key)
+                if not self._status_retries or not self._retries_status(response, key):
                     if trace is not None and not stream:
                         emit(trace, "response.complete", status=response.status_code)
                     return response
@@ -199,6 +219,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """A snapshot of the pool: open, idle, active and waiting counts, and totals."""
         stats = self._pool.state.stats()
         stats.dns_lookups = self._pool.dns_lookups
+        stats.tls_resumed = self._pool.dialer.tls_resumed
         stats.retries = self._retried
         return stats
 

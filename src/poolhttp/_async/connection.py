@@ -83,6 +83,7 @@ class AsyncConnection(asyncio.Protocol):
         self.conn = conn
         self.origin = origin
         self._reader = ResponseReader(self, origin)
+        self.encoder = pool.encoder  # a forward proxy's connections have their own
         self.transport: asyncio.Transport | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.lost: asyncio.Future[None] | None = None  # resolved by connection_lost
@@ -110,7 +111,7 @@ class AsyncConnection(asyncio.Protocol):
         exchange = self.exchange = AsyncExchange(request, future, timeout, deadline, stream,
                                                  trace)
         self._reader.expect(request.method == "HEAD")
-        data, body = self._pool.encoder.encode(request)
+        data, body = self.encoder.encode(request)
         if body is None and request.stream is None:
             self._pool.write(self, data)  # maybe batched with others of this loop iteration
         else:

@@ -14,15 +14,17 @@ from threading import get_ident
 from time import perf_counter  # the trace's seconds: the loop's clock may tick in ms
 from typing import TYPE_CHECKING, cast
 
-from .._core.connect import ConnectPlan, DnsKey, RequestTicket, addresses_of, lookup_error
-from .._core.dns import Address, DnsCache
-from .._core.http11 import RequestEncoder
+from .._core.connect import ConnectPlan, RequestTicket
+from .._core.http11 import Encoders
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
 from .._core.records import IDLE, WAITING
 from .._exceptions import ConnectError, HTTPError, TotalTimeout
-from .._tls import HTTP1, tls_context
+from .._log import DEBUG, connection_log, log_closed, log_opened, log_waited, pool_log
+from .._route import route_of
+from .._tls import HTTP1, offer_session, tls_context
 from .._trace import Trace, emit
 from .._urls import Origin
+from .connect import AsyncDialer
 from .connection import AsyncConnection
 
 if TYPE_CHECKING:
@@ -41,11 +43,11 @@ class AsyncPool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.state = PoolState(config.limits)
-        self.encoder = RequestEncoder()  # HTTP/1.1 requests, origin-form, heads cached per origin
+        self.encoders = Encoders()  # HTTP/1.1 requests, heads cached per origin and kind
+        self.encoder = self.encoders.default  # origin-form, kept alive: the common kind
         self._h2_encoder: H2Encoder | None = None  # made when a connection speaks HTTP/2
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
-        self._dns = DnsCache(config.dns_ttl)
-        self._lookups: dict[tuple[str, int, int], asyncio.Task[list[Address]]] = {}
+        self.dialer = AsyncDialer(config)
         self._live: set[AnyConnection] = set()
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._writes: list[tuple[AsyncConnection, bytes]] | None = None
@@ -74,7 +76,7 @@ class AsyncPool:
 
     @property
     def dns_lookups(self) -> int:
-        return self._dns.lookups
+        return self.dialer.dns.lookups
 
     @property
     def h2_encoder(self) -> H2Encoder:
@@ -125,7 +127,7 @@ class AsyncPool:
         else:
             handle = None
         try:
-            return await future
+            conn = await future
         except BaseException:
             actions = self.state.cancelled(ticket, loop.time())
             if actions:
@@ -134,6 +136,9 @@ class AsyncPool:
         finally:
             if handle is not None:
                 handle.cancel()
+        if pool_log.isEnabledFor(DEBUG):
+            log_waited(conn, loop.time() - now)
+        return conn
 
     def _waited_too_long(self, ticket: RequestTicket, limit: float | None) -> None:
         future = ticket.waiter
@@ -150,6 +155,8 @@ class AsyncPool:
                     future.set_result(action.conn)  # type: ignore[union-attr]
             elif kind is Close:
                 io = action.conn.io  # type: ignore[union-attr]
+                if connection_log.isEnabledFor(DEBUG):
+                    log_closed(action.conn, action.reason)  # type: ignore[union-attr]
                 if io is not None:
                     io.close()
             elif kind is Open:
@@ -162,11 +169,21 @@ class AsyncPool:
 
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
         """A connection's exchange ended (called by AsyncConnection)."""
+        if conn.requests == 1 and conn.key.tls is not None and self.config.tls_resumption:
+            self._keep_session(conn)  # once per connection: after its first response
         actions = self.state.released(conn, reusable, self.loop.time(), keepalive)
         if actions:
             self.apply(actions)
         if self._expiry_timer is None and reusable:
             self._arm_expiry()
+
+    def _keep_session(self, conn: Conn) -> None:
+        """Keep the TLS session of `conn` (its first response has come, and with it a TLS
+        1.3 server's tickets) for the next connection of its key."""
+        transport = conn.io.transport if conn.io is not None else None
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            self.dialer.sessions.keep(conn.key, ssl_object.session)
 
     def write(self, proto: AsyncConnection, data: bytes) -> None:
         """Send a request now, or batched with the others sent in this loop iteration.
@@ -223,6 +240,10 @@ class AsyncPool:
             proto = AsyncH2Connection(self, conn, ticket.origin.key)
         else:  # HTTP/1.1, or whichever ALPN selects (the handshake swaps it for HTTP/2)
             proto = AsyncConnection(self, conn, ticket.origin.key)
+            keeps_alive = self.state.keeps_alive
+            if conn.key.proxy is not None or not keeps_alive:
+                proto.encoder = route_of(conn.key).encoder(ticket.origin, self.encoders,
+                                                           not keeps_alive)
         conn.io = proto
         self._live.add(proto)
         proto.connect_task = self.loop.create_task(self._connect(conn, proto, ticket))
@@ -232,7 +253,8 @@ class AsyncPool:
         request (the policy in _core/connect.py), then report the outcome to the core."""
         loop = self.loop
         plan = ConnectPlan(ticket.origin, self.config.family, ticket.timeout, ticket.deadline,
-                           self._dns, loop.time(), mark=perf_counter())
+                           self.dialer.dns, loop.time(), mark=perf_counter(),
+                           via=route_of(conn.key).proxy, uds=self.config.uds)
         task = asyncio.current_task()
         assert task is not None
         timed_out = False
@@ -270,6 +292,8 @@ class AsyncPool:
         finally:
             if handle is not None:
                 handle.cancel()
+        if connection_log.isEnabledFor(DEBUG):
+            self._log_opened(conn, proto, plan)
         if proto.multiplexed:
             h2 = cast("AsyncH2Connection", proto)
             h2.started = True
@@ -277,6 +301,15 @@ class AsyncPool:
                                             multiplexed=True))
         else:
             self.apply(self.state.connected(conn, loop.time()))
+
+    def _log_opened(self, conn: Conn, proto: AnyConnection, plan: ConnectPlan) -> None:
+        transport = proto.transport
+        if transport is None:
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        log_opened(conn, plan.origin.key, transport.get_extra_info("sockname"), plan.via,
+                   ssl_object.version() if ssl_object is not None else None,
+                   ssl_object is not None and ssl_object.session_reused, proto.multiplexed)
 
     def _connect_failed(self, conn: Conn, proto: AnyConnection, ticket: RequestTicket,
                         error: HTTPError) -> None:
@@ -298,45 +331,36 @@ class AsyncPool:
                          trace: Trace | None) -> AnyConnection:
         """TCP connect to the first address that answers, then TLS if https; returns the
         connection, which ALPN may have made an HTTP/2 one."""
-        loop = self.loop
-        info = plan.resolved(await self._resolve(plan), perf_counter())
-        if trace is not None:
-            emit(trace, "dns.resolved", **info)
-        while (address := plan.next_address(loop.time())) is not None:
-            sock = socket.socket(address[0], socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.config.local_address is not None:
-                    sock.bind((self.config.local_address, 0))
-                await loop.sock_connect(sock, address[1])
-            except OSError as exc:
-                sock.close()
-                plan.failed(address, exc)
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            break
-        else:
-            raise plan.error()
-        info = plan.connected(address, perf_counter())
-        if trace is not None:
-            emit(trace, "tcp.connected", **info)
-        proto = await self._handshake(plan, proto, sock)
-        if trace is not None and plan.origin.is_tls and proto.transport is not None:
+        route = route_of(proto.conn.key)
+        proxy = route.proxy
+        tls_proxy = proxy is not None and proxy.is_tls  # TLS to the proxy first
+        sock = await self.dialer.open(self.loop, plan, proxy if route.tunnels(plan.origin)
+                                      and not tls_proxy else None, trace)
+        via = None
+        if tls_proxy:
+            assert proxy is not None
+            via = await self.dialer.through_tls_proxy(self.loop, sock, plan, proxy,
+                                                      route.verify, route.tunnels(plan.origin),
+                                                      trace)
+        proto = await self._handshake(plan, proto, sock, via)
+        if plan.origin.is_tls and proto.transport is not None:
             ssl_object = proto.transport.get_extra_info("ssl_object")
-            info = plan.handshake(ssl_object.version() if ssl_object is not None else None,
-                                  perf_counter())
-            info["alpn"] = ssl_object.selected_alpn_protocol() if ssl_object else None
-            emit(trace, "tls.handshake", **info)
+            resumed = ssl_object is not None and ssl_object.session_reused
+            if resumed:
+                self.dialer.tls_resumed += 1
+            if trace is not None:
+                emit(trace, "tls.handshake", **plan.handshake(
+                    ssl_object.version() if ssl_object is not None else None, perf_counter(),
+                    resumed, ssl_object.selected_alpn_protocol() if ssl_object else None))
         return proto
 
-    async def _handshake(self, plan: ConnectPlan, proto: AnyConnection,
-                         sock: socket.socket) -> AnyConnection:
+    async def _handshake(self, plan: ConnectPlan, proto: AnyConnection, sock: socket.socket,
+                         via: asyncio.Transport | None = None) -> AnyConnection:
         """Hand the connected `sock` to `proto`, after the TLS handshake if https. When ALPN
         may select HTTP/2, the handshake runs under a `_Negotiating` stand-in and the
-        protocol selected gets the transport (and any bytes that came meanwhile)."""
+        protocol selected gets the transport (and any bytes that came meanwhile). `via`: the
+        TLS transport of an https:// proxy `sock` belongs to (forwarding, or tunnelled to
+        the origin): TLS to the origin runs inside it."""
         loop = self.loop
         protocols = proto.conn.key.protocols
         try:
@@ -344,21 +368,38 @@ class AsyncPool:
                 # Our own timer (at plan.end) ends a handshake that runs out of time, so that
                 # it fails like any connect that did: asyncio's limit comes a second later.
                 remaining = plan.remaining(loop.time())
-                context = tls_context(self.config.verify, protocols)
+                route = route_of(proto.conn.key)
+                context = tls_context(route.verify, protocols, route.cert)
+                if self.config.tls_resumption:
+                    offer_session(self.dialer.sessions.get(proto.conn.key))
                 stand_in = proto if protocols == HTTP1 else _Negotiating()
-                transport, _ = await loop.create_connection(
-                    lambda: stand_in, sock=sock, ssl=context,
-                    server_hostname=plan.origin.host,
-                    ssl_handshake_timeout=None if remaining is None else remaining + 1.0)
+                handshake_timeout = None if remaining is None else remaining + 1.0
+                if via is None:
+                    transport, _ = await loop.create_connection(
+                        lambda: stand_in, sock=sock, ssl=context,
+                        server_hostname=plan.origin.host,
+                        ssl_handshake_timeout=handshake_timeout)
+                else:
+                    inner = await loop.start_tls(
+                        via, stand_in, context, server_hostname=plan.origin.host,
+                        ssl_handshake_timeout=handshake_timeout)
+                    if inner is None:  # only for a transport that is closing
+                        raise ConnectionResetError(0, "the proxy closed the tunnel")
+                    transport = inner
+                    stand_in.connection_made(transport)  # start_tls leaves it to us
                 if isinstance(stand_in, _Negotiating):
                     return self._negotiated(plan, proto, stand_in, transport)
-            else:
+            elif via is None:
                 await loop.create_connection(lambda: proto, sock=sock)
+            else:  # forwarding to the proxy, over its TLS
+                via.set_protocol(proto)
+                proto.connection_made(via)
         except OSError as exc:  # ssl.SSLError (and SSLCertVerificationError) among them
-            sock.close()
+            _discard(sock, via)
+            self.dialer.sessions.forget(proto.conn.key)
             raise plan.handshake_failed(exc) from exc
         except BaseException:
-            sock.close()
+            _discard(sock, via)
             raise
         return proto
 
@@ -387,31 +428,6 @@ class AsyncPool:
         chosen.connection_made(transport)
         stand_in.hand_over(chosen)
         return chosen
-
-    async def _resolve(self, plan: ConnectPlan) -> list[Address]:
-        known = plan.known(self.loop.time())
-        if known is not None:
-            return known
-        key = plan.dns_key
-        lookup = self._lookups.get(key)
-        if lookup is None:  # concurrent look-ups of one name share this task
-            lookup = self._lookups[key] = self.loop.create_task(
-                self._lookup(key, plan.origin.key))
-        return await asyncio.shield(lookup)
-
-    async def _lookup(self, key: DnsKey, origin: str) -> list[Address]:
-        host, port, family = key
-        try:
-            infos = await self.loop.getaddrinfo(host, port, family=family,
-                                                type=socket.SOCK_STREAM)
-        except OSError as exc:
-            self._dns.put(key, [], self.loop.time())  # counts the look-up; caches nothing
-            raise lookup_error(host, origin, exc) from exc
-        finally:
-            self._lookups.pop(key, None)
-        addresses = addresses_of(infos)
-        self._dns.put(key, addresses, self.loop.time())
-        return addresses
 
     # -- expiry and closing ------------------------------------------------------------------
     def _arm_expiry(self) -> None:
@@ -452,7 +468,7 @@ class AsyncPool:
         if loop is None:
             return
         self._cancel_expiry()
-        for lookup in list(self._lookups.values()):
+        for lookup in list(self.dialer.lookups.values()):
             lookup.cancel()
         pending: list[asyncio.Future[None] | asyncio.Task[None]] = []
         for proto in list(self._live):
@@ -464,6 +480,13 @@ class AsyncPool:
                 pending.append(proto.lost)
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+
+
+def _discard(sock: socket.socket, via: asyncio.Transport | None) -> None:
+    if via is not None:
+        via.abort()  # it owns the socket
+    else:
+        sock.close()
 
 
 class _Negotiating(asyncio.Protocol):

@@ -16,6 +16,11 @@ thread). What they share lives here, in one `ConnectPlan` per attempt:
     plan.handshake(version, now)         # -> the "tls.handshake" trace info
     plan.speaks_h2(protocols, alpn)      # HTTP/2 or HTTP/1.1, as ALPN chose (or ConnectError)
 
+Through a proxy (`via`) the plan dials the proxy's host instead of the origin's, and its
+errors name the proxy (`ProxyError`); `target_plan()` looks the origin up for a SOCKS proxy that
+wants an address; `tunnelled()` / `tunnel_failed()` report the tunnel. With `uds` the driver
+connects that Unix socket and no address is looked up.
+
 Nothing here opens a socket, reads a clock or waits: `now` comes from the driver, on the same
 clock as the request's deadline.
 
@@ -35,20 +40,23 @@ applies.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._config import Timeout
-from .._exceptions import ConnectError, ConnectTimeout, HTTPError, TotalTimeout
+from .._exceptions import ConnectError, ConnectTimeout, HTTPError, ProxyError, TotalTimeout
 from .._urls import Origin
 from .dns import Address, DnsCache, literal_address
 from .records import PoolKey, Ticket
 
 if TYPE_CHECKING:
+    from .._config import PoolConfig
+    from .._proxy import Proxy
     from .._trace import Trace
 
 __all__ = ["ConnectPlan", "DnsKey", "RequestTicket", "addresses_of", "describe",
-           "lookup_error"]
+           "lookup_error", "prepare_socket"]
 
 # What DnsCache and the drivers' shared look-ups are keyed by: (host, port, family).
 DnsKey = tuple[str, int, int]
@@ -74,12 +82,18 @@ class ConnectPlan:
 
     __slots__ = ("_addresses", "_dns", "_errors", "_literal", "_lookups", "_mark", "_next",
                  "_timed_out",
-                 "by_total", "dns_key", "end", "limit", "origin", "total")
+                 "by_total", "dns_key", "end", "family", "limit", "origin", "total", "uds",
+                 "via")
 
     def __init__(self, origin: Origin, family: int, timeout: Timeout, deadline: float | None,
-                 dns: DnsCache, now: float, *, mark: float | None = None) -> None:
+                 dns: DnsCache, now: float, *, mark: float | None = None,
+                 via: Proxy | None = None, uds: str | None = None) -> None:
         self.origin = origin
-        self.dns_key: DnsKey = (origin.host, origin.port, family)
+        self.family = family
+        self.via = via  # the proxy dialled instead of the origin
+        self.uds = uds  # the Unix socket dialled instead of any address
+        host, port = (origin.host, origin.port) if via is None else (via.host, via.port)
+        self.dns_key: DnsKey = (host, port, family)
         self.limit = timeout.connect
         self.total = timeout.total
         end = None if self.limit is None else now + self.limit
@@ -146,9 +160,12 @@ class ConnectPlan:
         """TCP is connected to `address`; returns the info of the "tcp.connected" event."""
         return {"seconds": self._lap(now), "address": address[1]}
 
-    def handshake(self, version: str | None, now: float) -> dict[str, Any]:
-        """The TLS handshake is done; returns the info of the "tls.handshake" event."""
-        return {"seconds": self._lap(now), "version": version}
+    def handshake(self, version: str | None, now: float, resumed: bool = False,
+                  alpn: str | None = None) -> dict[str, Any]:
+        """The TLS handshake is done (`resumed`: an earlier session was resumed); returns the
+        info of the "tls.handshake" event."""
+        return {"seconds": self._lap(now), "version": version, "resumed": resumed,
+                "alpn": alpn}
 
     def speaks_h2(self, protocols: tuple[str, ...], selected: str | None) -> bool:
         """Whether the TLS connection whose ALPN chose `selected` speaks HTTP/2 (else
@@ -168,7 +185,77 @@ class ConnectPlan:
             return self.out_of_time()
         key = self.origin.key
         reasons = "; ".join(self._errors) if self._errors else "no address to connect to"
+        if self.via is not None:
+            from .tunnel import proxy_unreachable
+
+            return proxy_unreachable(self.via, origin=key, reason=reasons)
         return ConnectError(f"cannot connect to {key}: {reasons}", origin=key)
+
+    def lookup_failed(self, error: HTTPError) -> HTTPError:
+        """The look-up of the host to dial failed: `error` as it is, or, when that host is
+        the proxy's, a ProxyError naming the proxy."""
+        if self.via is None or isinstance(error, TimeoutError):
+            return error
+        from .tunnel import proxy_unreachable
+
+        return proxy_unreachable(self.via, origin=self.origin.key, reason=str(error))
+
+    def uds_failed(self, exc: OSError) -> HTTPError:
+        """Connecting to the Unix socket `uds` failed."""
+        if _our_time_out(exc):
+            self._timed_out = True
+            return self.out_of_time()
+        key = self.origin.key
+        return ConnectError(f"cannot connect to {key} through the Unix socket {self.uds}: "
+                            f"{describe(exc)}", origin=key)
+
+    def target_plan(self) -> ConnectPlan:
+        """A plan to look the origin up within this connect's time (a SOCKS proxy that
+        wants the address, not the name, of the target: socks5://, socks4://)."""
+        plan = ConnectPlan.__new__(ConnectPlan)
+        for name in ConnectPlan.__slots__:
+            if hasattr(self, name):
+                setattr(plan, name, getattr(self, name))
+        plan.via = None
+        plan.dns_key = (self.origin.host, self.origin.port, self.family)
+        plan._errors = []
+        return plan
+
+    def tunnel_address(self, addresses: list[Address]) -> str:
+        """The address of the target to give a SOCKS proxy that takes addresses: the first
+        one (the first IPv4 one for SOCKS4, which has no IPv6)."""
+        assert self.via is not None
+        if self.via.scheme == "socks4":
+            addresses = [a for a in addresses if a[0] == socket.AF_INET] or addresses
+        return str(addresses[0][1][0])
+
+    def tunnelled(self, now: float) -> dict[str, Any]:
+        """The proxy opened the tunnel; returns the info of the "proxy.tunnel" event."""
+        assert self.via is not None
+        return {"seconds": self._lap(now), "proxy": self.via.url}
+
+    def proxy_handshake_failed(self, exc: OSError) -> HTTPError:
+        """The TLS handshake with an https:// proxy failed."""
+        assert self.via is not None
+        if _our_time_out(exc):
+            self._timed_out = True
+            return self.out_of_time()
+        key = self.origin.key
+        verify_message = getattr(exc, "verify_message", None)
+        reason = (f"its certificate is not trusted: {verify_message}" if verify_message
+                  else describe(exc))
+        return ProxyError(f"TLS handshake with proxy {self.via.url} (for {key}) failed: "
+                          f"{reason}", origin=key, proxy=self.via.url)
+
+    def tunnel_failed(self, exc: OSError) -> HTTPError:
+        """The connection to the proxy failed while it was opening the tunnel."""
+        assert self.via is not None
+        if _our_time_out(exc):
+            self._timed_out = True
+            return self.out_of_time()
+        key = self.origin.key
+        return ProxyError(f"proxy {self.via.url} failed while opening a tunnel to {key}: "
+                          f"{describe(exc)}", origin=key, proxy=self.via.url)
 
     def out_of_time(self) -> ConnectTimeout | TotalTimeout:
         """The error of a connect that reached `end`: TotalTimeout when the request's total
@@ -211,6 +298,18 @@ class ConnectPlan:
     def _lap(self, now: float) -> float:
         seconds, self._mark = now - self._mark, now
         return seconds
+
+
+def prepare_socket(sock: socket.socket, config: PoolConfig) -> None:
+    """What every new socket of a pool gets before it connects: TCP_NODELAY (requests are
+    written whole; Nagle would only delay them), the local address to bind, and the user's
+    socket_options. Raises OSError (that attempt fails)."""
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if config.local_address is not None:
+            sock.bind((config.local_address, 0))
+    for level, option, value in config.socket_options:
+        sock.setsockopt(level, option, value)
 
 
 def addresses_of(infos: Iterable[tuple[Any, ...]]) -> list[Address]:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .._models import Request
     from .._urls import URL
 
-__all__ = ["RequestEncoder", "ResponseReader", "ResponseSink", "encode_request_head",
+__all__ = ["Encoders", "RequestEncoder", "ResponseReader", "ResponseSink", "encode_request_head",
            "keep_alive_timeout", "split_header_block", "split_status_line"]
 
 IDLE: Final = 0
@@ -380,12 +380,36 @@ class RequestEncoder:
     them, or None; a streamed body is on `request.stream`.
     """
 
-    __slots__ = ("_blocks", "_blocks_for", "_default_names")
+    __slots__ = ("_blocks", "_blocks_for", "_close_line", "_default_names", "_origin_form",
+                 "_proxy_lines")
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_authorization: bytes | None = None, *,
+                 origin_form: bool = True, close: bool = False) -> None:
         self._blocks: dict[str, bytes] = {}
         self._blocks_for: list[tuple[bytes, bytes]] | None = None
         self._default_names: set[bytes] = set()
+        # A forward proxy's connections (see `forward`): absolute-form targets, and the
+        # proxy's credentials on every request.
+        self._origin_form = origin_form
+        self._proxy_lines = (b"" if proxy_authorization is None else
+                             b"Proxy-Authorization: " + proxy_authorization + b"\r\n")
+        # Keep-alive off (see `PoolState.keeps_alive`): say so (RFC 9112 9.6), so that the
+        # server closes first and its side, not ours, holds the TIME_WAIT; unless the request
+        # sets Connection itself.
+        self._close_line = b"Connection: close\r\n" if close else b""
+
+    @classmethod
+    def forward(cls, proxy_authorization: bytes | None, *, close: bool = False
+                ) -> RequestEncoder:
+        """An encoder for the connections to a forward proxy (http:// targets through an
+        HTTP proxy): "GET http://host/path HTTP/1.1" (RFC 9112 3.2.2), with the proxy's
+        `Proxy-Authorization` value when it has credentials."""
+        return cls(proxy_authorization, origin_form=False, close=close)
+
+    def _target(self, url: URL) -> bytes:
+        if self._origin_form:
+            return url.target
+        return f"{url.origin.scheme}://{url.origin.host_header}".encode("ascii") + url.target
 
     def encode(self, request: Request) -> tuple[bytes, bytes | None]:
         method = request.method
@@ -400,10 +424,13 @@ class RequestEncoder:
         edited = request._headers
         if edited is not None:
             block = b"".join([name + b": " + value + b"\r\n" for name, value in edited.raw])
-            head = encode_request_head(method, url.target, block, [], length)
+            close = self._close_line if edited.get("connection") is None else b""
+            head = encode_request_head(method, self._target(url),
+                                       block + self._proxy_lines + close, [], length)
         else:
             extra = request.extra_headers
-            head = encode_request_head(method, url.target,
+            head = encode_request_head(method, url.target if self._origin_form else
+                                       self._target(url),
                                        self._block(url, extra, request._base_headers), extra,
                                        length)
         if body is not None and length is not None and length <= INLINE_BODY_MAX:
@@ -419,15 +446,18 @@ class RequestEncoder:
             self._default_names = {name.lower() for name, _ in defaults}
         if extra:
             names = {name.lower() for name, _ in extra}
-            if names & self._default_names or b"host" in names:
+            if (names & self._default_names or b"host" in names
+                    or (self._close_line and b"connection" in names)):
+                close = b"" if b"connection" in names else self._close_line
                 return _encode_block(url, [p for p in defaults if p[0].lower() not in names],
-                                     with_host=b"host" not in names)
+                                     with_host=b"host" not in names) + self._proxy_lines + close
         key = url.origin.key
         block = self._blocks.get(key)
         if block is None:
             if len(self._blocks) > 4096:
                 self._blocks.clear()
-            block = self._blocks[key] = _encode_block(url, defaults, with_host=True)
+            block = self._blocks[key] = _encode_block(
+                url, defaults, with_host=True) + self._proxy_lines + self._close_line
         return block
 
 
@@ -435,3 +465,29 @@ def _encode_block(url: URL, pairs: list[tuple[bytes, bytes]], *, with_host: bool
     lines = [b"Host: " + url.origin.host_header.encode("ascii") + b"\r\n"] if with_host else []
     lines += [name + b": " + value + b"\r\n" for name, value in pairs]
     return b"".join(lines)
+
+
+class Encoders:
+    """The HTTP/1.1 request encoders of one pool, one per kind of connection: origin-form or
+    a forward proxy's absolute-form (with its credentials), kept alive or `Connection: close`.
+    Each keeps its own cache of pre-encoded heads. `default` serves direct keep-alive
+    connections, the fast path."""
+
+    __slots__ = ("_others", "default")
+
+    def __init__(self) -> None:
+        self.default = RequestEncoder()
+        self._others: dict[tuple[str | None, bool], RequestEncoder] = {}
+
+    def get(self, forward_to: str | None, proxy_authorization: bytes | None,
+            close: bool) -> RequestEncoder:
+        """The encoder for connections forwarding to the proxy whose key is `forward_to`
+        (None: direct), closing after each response if `close`."""
+        if forward_to is None and not close:
+            return self.default
+        encoder = self._others.get((forward_to, close))
+        if encoder is None:
+            encoder = self._others[(forward_to, close)] = (
+                RequestEncoder(close=True) if forward_to is None
+                else RequestEncoder.forward(proxy_authorization, close=close))
+        return encoder

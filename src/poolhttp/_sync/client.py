@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._client_base import ClientBase, RequestContent
+from .._client_base import ClientBase, ProxyTypes, RequestContent, SocketOption
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._cookies import Cookies, CookieTypes
 from .._core.pool import PoolStats
 from .._exceptions import TransportError
 from .._headers import HeaderTypes
+from .._log import DEBUG, connection_log, log_reused
 from .._models import Request, Response
+from .._mounts import Mount
 from .._retry import RetryPlan
 from .._steps import AuthTypes, Hook
-from .._tls import VerifyTypes
+from .._tls import CertTypes, VerifyTypes
 from .._trace import Trace, emit
 from .._urls import URL, QueryParams
 from .connection import SyncConnection
@@ -51,13 +53,24 @@ class Client(ClientBase[Response]):
                  cookies: CookieTypes | None = None, auth: AuthTypes = None,
                  event_hooks: Mapping[str, Sequence[Hook]] | None = None,
                  max_content_size: int | None = None, http1: bool = True,
-                 http2: bool = False) -> None:
+                 http2: bool = False, proxy: ProxyTypes = None, trust_env: bool = True,
+                 cert: CertTypes | None = None,
+                 socket_options: Iterable[SocketOption] | None = None,
+                 uds: str | None = None, tls_resumption: bool = True,
+                 happy_eyeballs_delay: float | None = 0.25,
+                 trace: Trace | None = None,
+                 mounts: Mapping[str, Mount] | None = None) -> None:
         super().__init__(base_url=base_url, headers=headers, limits=limits, timeout=timeout,
                          verify=verify, dns_ttl=dns_ttl, family=family,
                          local_address=local_address, retries=retries,
                          follow_redirects=follow_redirects, max_redirects=max_redirects,
                          cookies=cookies, auth=auth, event_hooks=event_hooks,
-                         max_content_size=max_content_size, http1=http1, http2=http2)
+                         max_content_size=max_content_size, http1=http1, http2=http2,
+                         proxy=proxy, trust_env=trust_env, cert=cert,
+                         socket_options=socket_options, uds=uds,
+                         tls_resumption=tls_resumption,
+                         happy_eyeballs_delay=happy_eyeballs_delay, trace=trace,
+                         mounts=mounts)
         self._pool = SyncPool(self._config)
         self._closed = False
 
@@ -71,7 +84,7 @@ class Client(ClientBase[Response]):
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=False)
-        resolved = self.timeout if timeout is None else Timeout.coerce(timeout)
+        resolved = self._resolve_timeout(timeout, request)
         steps = self._steps
         if follow_redirects is None and auth is None and cookies is None and steps.idle(request):
             response = self._send(request, resolved, False, trace)
@@ -99,7 +112,8 @@ class Client(ClientBase[Response]):
         """
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=False)
-        response = self._send_with_steps(request, self._resolve_timeout(timeout), True, trace,
+        response = self._send_with_steps(request, self._resolve_timeout(timeout, request), True,
+                                         trace,
                                          *self._step_options(follow_redirects, auth, cookies))
         try:
             yield response
@@ -141,12 +155,16 @@ class Client(ClientBase[Response]):
         origin = request.url.origin
         key = self._keys.get(origin.key) or self._pool_key(origin)
         pool = self._pool
+        if trace is None:
+            trace = self.trace
         plan: RetryPlan | None = None
         while True:
             try:
                 conn = pool.acquire(key, origin, timeout, deadline, trace,
                                     plan is not None and plan.fresh)
                 io: SyncConnection | SyncH2Connection = conn.io
+                if conn.requests > 1 and connection_log.isEnabledFor(DEBUG):
+                    log_reused(conn)
                 if trace is not None:
                     emit(trace, "connection.acquired", reused=conn.requests > 1,
                          connection_id=conn.id, origin=origin.key)
@@ -160,7 +178,10 @@ class Client(ClientBase[Response]):
             else:
                 if self.max_content_size is not None:
                     response.max_content_size = self.max_content_size
-                if not self._status_retries or not self._retries_status(response):
+                if response.status_code == 407 and key.proxy is not None:
+                    response.close()  # the forward proxy refused: a ProxyError, as CONNECT's
+                    raise self._proxy_refused(response, key)
+                if not self._status_retries or not self._retries_status(response, key):
                     if trace is not None and not stream:
                         emit(trace, "response.complete", status=response.status_code)
                     return response
@@ -182,6 +203,7 @@ class Client(ClientBase[Response]):
         with self._pool.lock:
             stats = self._pool.state.stats()
             stats.dns_lookups = self._pool.dns_lookups
+            stats.tls_resumed = self._pool.dialer.tls_resumed
         stats.retries = self._retried
         return stats
 

@@ -31,6 +31,7 @@ from .._exceptions import (
 )
 from .._models import Request, Response, body_chunk
 from .._trace import Trace, emit
+from .tlstls import TLS_SOCKETS
 
 if TYPE_CHECKING:
     from .._config import Timeout
@@ -95,7 +96,8 @@ class SyncConnection:
         self.conn = conn
         self.origin = origin
         self.sock = sock
-        self._is_tls = isinstance(sock, ssl.SSLSocket)
+        self.encoder = pool.encoder  # a forward proxy's connections have their own
+        self._is_tls = isinstance(sock, TLS_SOCKETS)
         self._reader = ResponseReader(self, origin)
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
@@ -132,7 +134,7 @@ class SyncConnection:
         self.exchange = SyncExchange(read_timeout, deadline, trace)
         self._active = True
         self._reader.expect(request.method == "HEAD")
-        head, body = self._pool.encoder.encode(request)
+        head, body = self.encoder.encode(request)
         sock = self.sock
         try:
             self._set_write_timeout(write_timeout, deadline)

@@ -17,21 +17,23 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING
 
-from .._core.connect import ConnectPlan, RequestTicket, addresses_of, lookup_error
-from .._core.dns import Address, DnsCache
-from .._core.http11 import RequestEncoder
+from .._core.connect import ConnectPlan, RequestTicket
+from .._core.http11 import Encoders
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
 from .._exceptions import ConnectError, HTTPError, TotalTimeout
-from .._tls import HTTP1, tls_context
-from .._trace import Trace, emit
+from .._log import DEBUG, connection_log, log_closed, log_opened, log_waited, pool_log
+from .._route import route_of
+from .._tls import HTTP1
+from .._trace import Trace
 from .._urls import Origin
+from .connect import SyncDialer
 from .connection import SyncConnection
+from .tlstls import TLS_SOCKETS
 
 if TYPE_CHECKING:
     from .._config import PoolConfig, Timeout
@@ -59,13 +61,11 @@ class _Waiter:
             self.lock.release()
 
 
-class _Lookup:
-    __slots__ = ("addresses", "done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.addresses: list[Address] = []
-        self.error: BaseException | None = None
+def _sockname(sock: socket.socket) -> object:
+    try:
+        return sock.getsockname()
+    except OSError:
+        return None
 
 
 _POOLS: weakref.WeakSet[SyncPool] = weakref.WeakSet()
@@ -87,11 +87,11 @@ class SyncPool:
         self.config = config
         self.lock = threading.Lock()
         self.state = PoolState(config.limits)
-        self.encoder = RequestEncoder()  # HTTP/1.1 requests, origin-form, heads cached per origin
+        self.encoders = Encoders()  # HTTP/1.1 requests, heads cached per origin and kind
+        self.encoder = self.encoders.default  # origin-form, kept alive: the common kind
         self._h2_encoder: H2Encoder | None = None  # made when a connection speaks HTTP/2
         self._h2: set[SyncH2Connection] = set()  # their reader threads are joined on close
-        self._dns = DnsCache(config.dns_ttl)
-        self._lookups: dict[tuple[str, int, int], _Lookup] = {}
+        self.dialer = SyncDialer(config)
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
         self._stop_reaper = threading.Event()
         _POOLS.add(self)
@@ -104,13 +104,13 @@ class SyncPool:
                 conn.io.close()
         self.lock = threading.Lock()
         self.state = PoolState(self.config.limits)
-        self._lookups = {}
+        self.dialer = SyncDialer(self.config)
         self._reaper = None  # threads do not survive a fork
         self._stop_reaper = threading.Event()
 
     @property
     def dns_lookups(self) -> int:
-        return self._dns.lookups
+        return self.dialer.dns.lookups
 
     @property
     def h2_encoder(self) -> H2Encoder:
@@ -207,6 +207,8 @@ class SyncPool:
                     self._hand_on_dials(waiter)
                     error = None
             if ticket.conn is not None:
+                if pool_log.isEnabledFor(DEBUG):
+                    log_waited(ticket.conn, time.monotonic() - now)
                 return ticket.conn
             if error is not None:
                 raise error
@@ -233,6 +235,8 @@ class SyncPool:
             kind = type(action)
             if kind is Close:
                 io = action.conn.io  # type: ignore[union-attr]
+                if connection_log.isEnabledFor(DEBUG):
+                    log_closed(action.conn, action.reason)  # type: ignore[union-attr]
                 if io is not None:
                     io.close()
             elif kind is Assign:
@@ -248,12 +252,15 @@ class SyncPool:
                 action.ticket.waiter.wake()
 
     def release(self, conn: Conn, reusable: bool, keepalive: float | None) -> None:
+        if conn.requests == 1 and conn.key.tls is not None and self.config.tls_resumption:
+            self.dialer.keep_session(conn)  # once per connection: after its first response
         reaper = None
         with self.lock:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
             if actions:
                 self._apply(actions, None)
-            if self._reaper is None and reusable and not self.state.is_closed:
+            if (self._reaper is None and reusable and self.state.keeps_alive
+                    and not self.state.is_closed):
                 reaper = self._reaper = threading.Thread(
                     target=self._reap, name="poolhttp-expiry", daemon=True)
         if reaper is not None:
@@ -283,10 +290,12 @@ class SyncPool:
         """Connect `conn`, within the connect time-out and the total deadline of `ticket`'s
         request (the policy in _core/connect.py), then report the outcome to the core (it
         picks who gets it)."""
+        route = route_of(conn.key)
         plan = ConnectPlan(ticket.origin, self.config.family, ticket.timeout, ticket.deadline,
-                           self._dns, time.monotonic())
+                           self.dialer.dns, time.monotonic(), via=route.proxy,
+                           uds=self.config.uds)
         try:
-            sock = self._establish(plan, ticket.trace, conn.key.protocols)
+            sock = self.dialer.open(plan, conn.key, ticket.trace)
             h2 = self._speaks_h2(conn, plan, sock, ticket.timeout.write)
             if h2 is not None:
                 self._start_h2(h2, plan)
@@ -303,6 +312,11 @@ class SyncPool:
             with self.lock:
                 self._apply(self.state.connect_failed(conn, exc, time.monotonic()), ticket)
         else:
+            if connection_log.isEnabledFor(DEBUG):
+                log_opened(conn, plan.origin.key, _sockname(sock), plan.via,
+                           sock.version() if isinstance(sock, TLS_SOCKETS) else None,
+                           isinstance(sock, TLS_SOCKETS) and bool(sock.session_reused),
+                           h2 is not None)
             if h2 is not None:
                 with self.lock:
                     h2.started = True
@@ -311,6 +325,9 @@ class SyncPool:
                                 ticket)
                 return
             conn.io = SyncConnection(self, conn, plan.origin.key, sock)
+            keeps_alive = self.state.keeps_alive
+            if conn.key.proxy is not None or not keeps_alive:
+                conn.io.encoder = route.encoder(plan.origin, self.encoders, not keeps_alive)
             with self.lock:
                 self._apply(self.state.connected(conn, time.monotonic()), ticket)
 
@@ -322,7 +339,7 @@ class SyncPool:
         if protocols == HTTP1:
             return None
         if plan.origin.is_tls:
-            assert isinstance(sock, ssl.SSLSocket)
+            assert isinstance(sock, TLS_SOCKETS)
             try:
                 if not plan.speaks_h2(protocols, sock.selected_alpn_protocol()):
                     return None
@@ -350,81 +367,6 @@ class SyncPool:
                 raise plan.out_of_time()
             raise ConnectError(f"{plan.origin.key} closed the connection before its HTTP/2 "
                                "settings", origin=plan.origin.key)
-
-    def _establish(self, plan: ConnectPlan, trace: Trace | None,
-                   protocols: tuple[str, ...] = HTTP1) -> socket.socket:
-        """TCP connect to the first address that answers, then TLS if https."""
-        info = plan.resolved(self._resolve(plan), time.monotonic())
-        if trace is not None:
-            emit(trace, "dns.resolved", **info)
-        while (address := plan.next_address(time.monotonic())) is not None:
-            sock = socket.socket(address[0], socket.SOCK_STREAM)
-            try:
-                sock.settimeout(plan.remaining(time.monotonic()))
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.config.local_address is not None:
-                    sock.bind((self.config.local_address, 0))
-                sock.connect(address[1])
-            except OSError as exc:
-                sock.close()
-                plan.failed(address, exc)
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            info = plan.connected(address, time.monotonic())
-            if trace is not None:
-                emit(trace, "tcp.connected", **info)
-            if plan.origin.is_tls:
-                sock = self._handshake(sock, plan, trace, protocols)
-            sock.settimeout(None)
-            return sock
-        raise plan.error()
-
-    def _handshake(self, sock: socket.socket, plan: ConnectPlan, trace: Trace | None,
-                   protocols: tuple[str, ...]) -> socket.socket:
-        context = tls_context(self.config.verify, protocols)
-        try:
-            sock.settimeout(plan.remaining(time.monotonic()))
-            tls = context.wrap_socket(sock, server_hostname=plan.origin.host)
-        except OSError as exc:  # ssl.SSLError (and SSLCertVerificationError) among them
-            sock.close()
-            raise plan.handshake_failed(exc) from exc
-        except BaseException:
-            sock.close()
-            raise
-        info = plan.handshake(tls.version(), time.monotonic())
-        info["alpn"] = tls.selected_alpn_protocol()
-        if trace is not None:
-            emit(trace, "tls.handshake", **info)
-        return tls
-
-    def _resolve(self, plan: ConnectPlan) -> list[Address]:
-        key = plan.dns_key
-        with self.lock:
-            known = plan.known(time.monotonic())
-            if known is not None:
-                return known
-            lookup = self._lookups.get(key)
-            owner = lookup is None
-            if lookup is None:  # concurrent look-ups of one name wait for this one
-                lookup = self._lookups[key] = _Lookup()
-        host, port, family = key
-        if owner:
-            try:
-                infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-                lookup.addresses = addresses_of(infos)
-            except OSError as exc:
-                lookup.error = lookup_error(host, plan.origin.key, exc)
-            with self.lock:
-                self._lookups.pop(key, None)
-                self._dns.put(key, lookup.addresses, time.monotonic())
-            lookup.done.set()
-        elif not lookup.done.wait(plan.remaining(time.monotonic())):
-            raise plan.lookup_timed_out()
-        if lookup.error is not None:
-            raise lookup.error
-        return lookup.addresses
 
     # -- closing -------------------------------------------------------------------------
     def close(self) -> None:
