@@ -20,6 +20,7 @@ import contextvars
 import os
 import ssl
 import threading
+import time
 from collections.abc import Hashable
 
 __all__ = ["CertTypes", "SessionStore", "VerifyTypes", "check_cert", "check_verify",
@@ -116,17 +117,36 @@ def tls_identity(verify: VerifyTypes, cert: CertTypes | None) -> Hashable:
 class SessionStore:
     """The last TLS session of each pool key, offered to its next new connection.
 
+    Reading a connection's session is costly in CPython (it copies the session by encoding
+    and decoding it, which decodes the server's certificate again: about as much as
+    resumption saves), so a session is taken only from a connection whose handshake was a
+    full one, or when the one kept is past half its lifetime; a resumed connection leaves the
+    kept session in place, and it is offered again (TLS 1.3 tickets are reusable by servers
+    that allow it, as nginx does; one that does not makes the next handshake full, whose
+    session is then kept).
+
     Bounded: past `limit` keys it starts over (a session is an optimisation, never needed).
     The threaded client calls it from many threads: a dict's get and set are atomic."""
 
     __slots__ = ("_sessions", "limit")
 
     def __init__(self, limit: int = 4096) -> None:
-        self._sessions: dict[str, ssl.SSLSession] = {}
+        self._sessions: dict[str, tuple[ssl.SSLSession, float]] = {}
         self.limit = limit
 
     def get(self, key: str) -> ssl.SSLSession | None:
-        return self._sessions.get(key)
+        kept = self._sessions.get(key)
+        return None if kept is None else kept[0]
+
+    def wants(self, key: str, resumed: bool) -> bool:
+        """Whether to take the session of a connection of `key` that has carried a response
+        (`resumed`: its handshake resumed the kept one)."""
+        kept = self._sessions.get(key)
+        if kept is None or not resumed:
+            return True
+        session, since = kept
+        lifetime = session.ticket_lifetime_hint or session.timeout
+        return time.monotonic() - since > lifetime / 2
 
     def keep(self, key: str, session: ssl.SSLSession | None) -> None:
         """Keep `session` (of a connection of `key` that has carried a response: a TLS 1.3
@@ -136,7 +156,7 @@ class SessionStore:
         sessions = self._sessions
         if len(sessions) >= self.limit and key not in sessions:
             sessions.clear()
-        sessions[key] = session
+        sessions[key] = (session, time.monotonic())
 
     def forget(self, key: str) -> None:
         """Drop the session of `key` (the handshake that offered it failed)."""

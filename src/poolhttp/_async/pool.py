@@ -182,8 +182,9 @@ class AsyncPool:
         1.3 server's tickets) for the next connection of its key."""
         transport = conn.io.transport if conn.io is not None else None
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if ssl_object is not None:
-            self.dialer.sessions.keep(conn.key, ssl_object.session)
+        sessions = self.dialer.sessions
+        if ssl_object is not None and sessions.wants(conn.key, ssl_object.session_reused):
+            sessions.keep(conn.key, ssl_object.session)
 
     def write(self, proto: AsyncConnection, data: bytes) -> None:
         """Send a request now, or batched with the others sent in this loop iteration.

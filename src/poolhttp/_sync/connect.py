@@ -179,7 +179,8 @@ class SyncDialer:
         """After the first response on `conn` (when a TLS 1.3 server's tickets have come):
         keep its TLS session for the next connection of its key."""
         sock = getattr(conn.io, "sock", None)
-        if isinstance(sock, TLS_SOCKETS) and not conn.multiplexed:
+        if (isinstance(sock, TLS_SOCKETS) and not conn.multiplexed
+                and self.sessions.wants(conn.key, bool(sock.session_reused))):
             try:
                 self.sessions.keep(conn.key, sock.session)
             except (OSError, ValueError):  # closed meanwhile: nothing to keep
