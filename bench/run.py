@@ -47,11 +47,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Clients: poolhttp-asyncio poolhttp-uvloop aiohttp-asyncio aiohttp-uvloop "
                "httpx-async aiosonic pyreqwest-asyncio pyreqwest-uvloop rnet-asyncio "
                "rnet-uvloop curl-cffi raw-asyncio raw-uvloop poolhttp-sync httpx-sync "
-               "niquests requests urllib3 pycurl pyreqwest-sync httpr raw-sync; on the HTTP/2 "
+               "niquests requests urllib3 pycurl pyreqwest-sync httpr raw-sync; on the HTTPS "
+               "workloads (only): poolhttp-noresume-asyncio poolhttp-noresume-uvloop "
+               "poolhttp-sync-noresume; on the HTTP/2 "
                "workloads (only): poolhttp-h2-asyncio poolhttp-h2-uvloop poolhttp-h1-asyncio "
                "aiohttp-h1-asyncio httpx-h2 niquests-h2 pyreqwest-h2-asyncio curl-cffi-h2. "
                "Workloads: get-c64 get-c1 get-c512 body-16k body-1m post-1k origins-20 newconn "
-               "https h2-c64 h2-c256 h2-1m idle-memory.")
+               "https https-newconn https-newconn-c16 h2-c64 h2-c256 h2-1m idle-memory.")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--short", action="store_true",
                       help="headline workloads only, fewer requests and runs (< 2 minutes)")

@@ -30,7 +30,7 @@ class Workload:
     name: str
     title: str
     what: str  # one sentence for the report
-    server: str  # which nginx server block: "plain", "close", "tls", "h2" or "origins"
+    server: str  # nginx server block: "plain", "close", "tls", "tls-close", "h2" or "origins"
     path: str
     method: str = "GET"
     concurrency: int = 64
@@ -119,6 +119,23 @@ WORKLOADS: tuple[Workload, ...] = (
              "reused.",
         server="tls", path="/small", concurrency=64,
         requests={"full": 15000, "short": 4000, "smoke": 128}),
+    # HTTPS with keep-alive off: every request pays for a TCP connect and a TLS handshake,
+    # which a client that resumes TLS sessions makes shorter. The block logs each request's
+    # $ssl_session_reused, so the report says, from the server's side, who resumed.
+    Workload(
+        name="https-newconn", title="HTTPS, new connection per request, sequential",
+        what="GET of a small body over TLS, one request at a time, from a server block with "
+             "keep-alive off (nginx answers `Connection: close`): every request pays for a TCP "
+             "connect and a TLS handshake, full or resumed (the block has a session cache and "
+             "session tickets).",
+        server="tls-close", path="/small", concurrency=1,
+        requests={"full": 1500, "short": 400, "smoke": 20}),
+    Workload(
+        name="https-newconn-c16", title="HTTPS, new connection per request, 16 concurrent",
+        what="As https-newconn with 16 tasks (sync rows: 16 threads, pycurl: 16 transfers): "
+             "16 handshakes in flight at a time.",
+        server="tls-close", path="/small", concurrency=16,
+        requests={"full": 3000, "short": 800, "smoke": 32}),
     # HTTP/2 over TLS: one nginx block offering h2 and http/1.1 by ALPN, at most 128 streams per
     # connection (nginx's default). How many connections a client opens for its requests in
     # flight is its own choice, and shows in New conns.
@@ -164,13 +181,26 @@ class ClientRow:
     # (the HTTP/2 ones): the library's own report of one response, and nginx's log of every
     # request. A row that falls back to another protocol fails.
     protocol: str = HTTP11
+    # The only workloads of its suite the row runs (empty: all of them): the rows with TLS
+    # session resumption off run the HTTPS workloads only, where it could make a difference.
+    workloads: tuple[str, ...] = ()
 
+
+# The HTTP/1.1-over-TLS workloads: what the rows with TLS session resumption off run.
+HTTPS_WORKLOADS = ("https", "https-newconn", "https-newconn-c16")
 
 CLIENTS: tuple[ClientRow, ...] = (
     ClientRow("poolhttp-asyncio", "poolhttp (asyncio)", "async", "tasks", ("poolhttp",),
               ("poolhttp",), "one AsyncClient; Limits(max_connections=C)", baseline=True),
     ClientRow("poolhttp-uvloop", "poolhttp (uvloop)", "async", "tasks", ("poolhttp", "uvloop"),
               ("poolhttp", "uvloop"), "as above, on uvloop"),
+    ClientRow("poolhttp-noresume-asyncio", "poolhttp (asyncio, no resumption)", "async",
+              "tasks", ("poolhttp",), ("poolhttp",), "as poolhttp (asyncio), with "
+              "AsyncClient(tls_resumption=False): every TLS handshake a full one",
+              workloads=HTTPS_WORKLOADS),
+    ClientRow("poolhttp-noresume-uvloop", "poolhttp (uvloop, no resumption)", "async",
+              "tasks", ("poolhttp", "uvloop"), ("poolhttp", "uvloop"),
+              "as above, on uvloop", workloads=HTTPS_WORKLOADS),
     ClientRow("aiohttp-asyncio", "aiohttp (asyncio)", "async", "tasks", ("aiohttp",),
               ("aiohttp",), "one ClientSession; TCPConnector(limit=C, limit_per_host)"),
     ClientRow("aiohttp-uvloop", "aiohttp (uvloop)", "async", "tasks", ("aiohttp", "uvloop"),
@@ -197,12 +227,17 @@ CLIENTS: tuple[ClientRow, ...] = (
               "(and per-host) connection limits set as for pycurl; no impersonation"),
     ClientRow("raw-asyncio", "raw floor (asyncio)", "async", "raw-tasks", ("httptools",),
               ("httptools",), "asyncio.Protocol + httptools, fixed pre-encoded request, C "
-              "connections, no client logic", floor=True),
+              "connections, no client logic; over TLS the last session is offered to the next "
+              "handshake", floor=True),
     ClientRow("raw-uvloop", "raw floor (uvloop)", "async", "raw-tasks", ("httptools", "uvloop"),
               ("httptools", "uvloop"), "as above, on uvloop", floor=True),
     ClientRow("poolhttp-sync", "poolhttp (sync)", "sync", "threads", ("poolhttp",),
               ("poolhttp",), "one Client shared by the threads; Limits(max_connections=C)",
               baseline=True),
+    ClientRow("poolhttp-sync-noresume", "poolhttp (sync, no resumption)", "sync", "threads",
+              ("poolhttp",), ("poolhttp",), "as poolhttp (sync), with "
+              "Client(tls_resumption=False): every TLS handshake a full one",
+              workloads=HTTPS_WORKLOADS),
     ClientRow("httpx-sync", "httpx (sync)", "sync", "threads", ("httpx",), ("httpx", "httpcore"),
               "one Client shared by the threads; Limits(max_connections=C)"),
     ClientRow("niquests", "niquests", "sync", "threads", ("niquests",),
@@ -222,7 +257,8 @@ CLIENTS: tuple[ClientRow, ...] = (
               "one Client shared by the threads; no pool size setting (the threads bound it)"),
     ClientRow("raw-sync", "raw floor (blocking)", "sync", "raw-threads", ("httptools",),
               ("httptools",), "blocking sockets: sendall + recv_into + httptools, fixed "
-              "pre-encoded request, one connection per thread", floor=True),
+              "pre-encoded request, one connection per thread; over TLS the last session is "
+              "offered to the next handshake", floor=True),
     # -- the HTTP/2 workloads -----------------------------------------------------------
     ClientRow("poolhttp-h2-asyncio", "poolhttp h2 (asyncio)", "async", "tasks", ("poolhttp",),
               ("poolhttp", "h2"), "one AsyncClient(http2=True); Limits(max_connections=C)",
@@ -262,12 +298,20 @@ CLIENTS_BY_KEY = {c.key: c for c in CLIENTS}
 
 def runs_on(client: ClientRow, workload: Workload) -> bool:
     """Whether the row is measured on the workload (each suite has its own rows)."""
+    if client.workloads and workload.name not in client.workloads:
+        return False
     return client.suite == workload.suite
 
 
 def checks_protocol(workload: Workload) -> bool:
     """Whether each run verifies the protocol its requests used (the HTTP/2 block logs it)."""
     return workload.server == "h2"
+
+
+def counts_resumption(workload: Workload) -> bool:
+    """Whether nginx logs, for each run, which of its TLS handshakes resumed a session (the
+    keep-alive-off TLS block logs `$ssl_session_reused` per request, so per connection)."""
+    return workload.server == "tls-close"
 
 
 def baseline_key(workload: Workload, group: str) -> str | None:
@@ -321,4 +365,8 @@ def row_note(client: ClientRow, workload: Workload) -> str:
                 "has room: up to one per request in flight")
     if client.key == "curl-cffi-h2":
         return "libcurl: at most 100 streams per connection (its default), PIPEWAIT on"
+    if (workload.server == "tls-close" and workload.concurrency > 1
+            and client.key == "pycurl"):
+        return ("libcurl's session cache (its multi handle's) keeps at most 2 TLS 1.3 tickets "
+                "per host and uses each once: few of the handshakes in flight find one")
     return ""

@@ -37,6 +37,7 @@ from .catalog import (
     Workload,
     baseline_key,
     checks_protocol,
+    counts_resumption,
     row_concurrency,
     row_concurrency_label,
     row_note,
@@ -248,6 +249,9 @@ class Runner:
         timeout = self.plan.time_limit * 3 + 60.0
         check = job.get("protocol")
         log_offset = self.server.protocol_log_size() if check else 0
+        resumption = counts_resumption(WORKLOADS_BY_NAME[job["workload"]]) if job[
+            "kind"] == "load" else False
+        resumption_offset = self.server.resumption_log_size() if resumption else 0
         before = self.server.accepted()
         try:
             answer = worker.ask(job, timeout)
@@ -259,6 +263,12 @@ class Runner:
                   "new_connections": after - before - 1, **answer}
         if check:
             self._check_protocol(record, check, log_offset)
+        if resumption:
+            # nginx's view of the run's TLS handshakes, one per request on this block:
+            # {"r": resumed, ".": full}. Wait for as many lines as the client had answers.
+            answered = (None if "failed" in record
+                        else record["ok"] + record["warmup"]["ok"])
+            record["server_resumption"] = self.server.resumption(resumption_offset, answered)
         self.records.append(record)
         return record
 
@@ -336,8 +346,8 @@ class Runner:
 
     def _report(self, record: dict[str, Any]) -> None:
         client = CLIENTS_BY_KEY[record["client"]]
-        head = (f"{self.progress.next()} {record['workload']:<11} run {record['run']}  "
-                f"{client.label:<22}")
+        head = (f"{self.progress.next()} {record['workload']:<17} run {record['run']}  "
+                f"{client.label:<33}")
         if "failed" in record:
             print(f"{head} FAILED: {record['failed'].splitlines()[0][:200]}", flush=True)
             return
@@ -353,6 +363,9 @@ class Runner:
         errors = f"  {record['errors']} errors: {record['error_sample']}" if record[
             "errors"] else ""
         proto = f"  {record['info']['protocol']}" if record["info"].get("protocol") else ""
+        served = record.get("server_resumption")
+        if served is not None:
+            proto += f"  {served.get('r', 0)}/{sum(served.values())} resumed"
         print(f"{head} {rate:>11,.1f} {workload.unit}  {record['new_connections']:>5} new conns"
               f"  {record['peak_rss_kib'] / 1024:5.0f} MiB{proto}{flag}{errors}", flush=True)
 
@@ -391,6 +404,11 @@ def summarise(plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
             for r in runs:
                 for proto, n in r.get("server_protocols", {}).items():
                     server_protocols[proto] = server_protocols.get(proto, 0) + n
+            # nginx's count of the TLS handshakes of the runs that passed, and of those that
+            # resumed a session (None: the workload's block does not log it).
+            counted = counts_resumption(workload)
+            resumed = sum(r.get("server_resumption", {}).get("r", 0) for r in good)
+            handshakes = sum(sum(r.get("server_resumption", {}).values()) for r in good)
             rows[client.key] = {
                 "label": client.label,
                 "group": client.group,
@@ -417,6 +435,13 @@ def summarise(plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
                 "protocols_seen": sorted({r["info"]["protocol"] for r in good
                                           if r["info"].get("protocol")}),
                 "server_protocols": server_protocols,
+                "resumed": resumed if counted else None,
+                "handshakes": handshakes if counted else None,
+                "resumed_fraction": (resumed / handshakes if counted and handshakes else None),
+                # What the client says it resumed, where it says (poolhttp's stats()).
+                "client_resumed": (sum(r["info"]["tls_resumed"] for r in good)
+                                   if counted and good
+                                   and all("tls_resumed" in r["info"] for r in good) else None),
             }
         for key, row in rows.items():
             base_key = baseline_key(workload, row["group"])
@@ -469,6 +494,9 @@ def problems(summary: dict[str, Any], idle: dict[str, Any]) -> list[str]:
                 found.append(f"{workload}/{key}: {row['errors']} errors: {row['error_sample']}")
             elif row["new_connections"] is None or row["new_connections"] < 1:
                 found.append(f"{workload}/{key}: no server-side connection count")
+            elif row["handshakes"] is not None and row["handshakes"] < 1:
+                found.append(f"{workload}/{key}: nginx logged no TLS handshake (resumption "
+                             "count missing)")
     for key, row in idle.items():
         if row["failure"] or row["rss_median"] is None or row["heap_median"] is None:
             found.append(f"{IDLE_MEMORY}/{key}: {row['failure'] or 'no figure'}")

@@ -45,14 +45,33 @@ def _per_host_or_total(job: dict[str, Any]) -> int:
 
 
 # -- async ---------------------------------------------------------------------------------
+def _poolhttp_info(client: Any) -> dict[str, Any]:
+    s = client.stats()
+    info: dict[str, Any] = {"pool": {"created": s.created, "reused": s.reused,
+                                     "closed": s.closed, "connections": s.connections,
+                                     "idle": s.idle}}
+    if hasattr(s, "tls_resumed"):
+        info["tls_resumed"] = s.tls_resumed  # handshakes that resumed, by poolhttp's count
+    return info
+
+
+def _poolhttp_options(resumption: bool) -> dict[str, Any]:
+    """TLS session resumption is on by default: the default rows pass nothing, so that they
+    measure the default; the rows with it off pass `tls_resumption=False`."""
+    return {} if resumption else {"tls_resumption": False}
+
+
 class PoolhttpAsync:
+    resumption = True  # TLS session resumption (poolhttp's default)
+
     def __init__(self, job: dict[str, Any]) -> None:
         import poolhttp
 
         self.client = poolhttp.AsyncClient(
             limits=poolhttp.Limits(max_connections=job["max_connections"],
                                    max_connections_per_host=job["per_host"]),
-            timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"])
+            timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"],
+            **_poolhttp_options(self.resumption))
 
     async def open(self) -> None:
         pass
@@ -80,9 +99,13 @@ class PoolhttpAsync:
         return protocol_name(response.http_version)
 
     def info(self) -> dict[str, Any]:
-        s = self.client.stats()
-        return {"pool": {"created": s.created, "reused": s.reused, "closed": s.closed,
-                         "connections": s.connections, "idle": s.idle}}
+        return _poolhttp_info(self.client)
+
+
+class PoolhttpNoResumeAsync(PoolhttpAsync):
+    """poolhttp's AsyncClient with `tls_resumption=False`: a full TLS handshake every time."""
+
+    resumption = False
 
 
 class PoolhttpH2Async(PoolhttpAsync):
@@ -481,6 +504,7 @@ class CurlCffiH2Async(CurlCffiAsync):
 # Keyed by row key, or by the part before the loop ("poolhttp" for poolhttp-uvloop).
 ASYNC_ADAPTERS: dict[str, type[Any]] = {
     "poolhttp": PoolhttpAsync,
+    "poolhttp-noresume": PoolhttpNoResumeAsync,
     "aiohttp": AiohttpAsync,
     "httpx-async": HttpxAsync,
     "aiosonic": AiosonicAsync,
@@ -528,6 +552,8 @@ class _HttpxShapedSync:
 
 
 class PoolhttpSync(_HttpxShapedSync):
+    resumption = True  # TLS session resumption (poolhttp's default)
+
     def __init__(self, job: dict[str, Any]) -> None:
         import poolhttp
 
@@ -536,13 +562,17 @@ class PoolhttpSync(_HttpxShapedSync):
         self.client = poolhttp.Client(
             limits=poolhttp.Limits(max_connections=job["max_connections"],
                                    max_connections_per_host=job["per_host"]),
-            timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"])
-
+            timeout=poolhttp.Timeout(TIMEOUT), verify=job["ca"],
+            **_poolhttp_options(self.resumption))
 
     def info(self) -> dict[str, Any]:
-        s = self.client.stats()
-        return {"pool": {"created": s.created, "reused": s.reused, "closed": s.closed,
-                         "connections": s.connections, "idle": s.idle}}
+        return _poolhttp_info(self.client)
+
+
+class PoolhttpNoResumeSync(PoolhttpSync):
+    """poolhttp's Client with `tls_resumption=False`: a full TLS handshake every time."""
+
+    resumption = False
 
 
 class HttpxSync(_HttpxShapedSync):
@@ -701,6 +731,7 @@ class HttprSync(_HttpxShapedSync):
 
 SYNC_ADAPTERS: dict[str, type[Any]] = {
     "poolhttp-sync": PoolhttpSync,
+    "poolhttp-sync-noresume": PoolhttpNoResumeSync,
     "httpx-sync": HttpxSync,
     "niquests": NiquestsSync,
     "requests": RequestsSync,

@@ -18,6 +18,7 @@ from .catalog import (
     Workload,
     baseline_key,
     checks_protocol,
+    counts_resumption,
     floor_key,
 )
 from .server import Nginx
@@ -194,6 +195,33 @@ def _protocol_line(rows: dict[str, Any]) -> list[str]:
             "another protocol fails): " + "; ".join(parts) + ".", ""]
 
 
+def _resumed(row: dict[str, Any]) -> str:
+    """The share of a row's TLS handshakes that nginx saw resume a session."""
+    if row.get("handshakes") is None:
+        return ""
+    if not row["handshakes"]:
+        return "n/a"
+    return f"{100 * row['resumed'] / row['handshakes']:.0f} %"
+
+
+def _resumption_line(rows: dict[str, Any]) -> list[str]:
+    """For a workload whose server block logs `$ssl_session_reused`: the counts behind the
+    Resumed column, and poolhttp's own count where it differs."""
+    parts = []
+    for row in rows.values():
+        if row.get("handshakes") is None or not row["handshakes"]:
+            continue
+        text = f"{row['label']} {row['resumed']:,} of {row['handshakes']:,}"
+        if row.get("client_resumed") is not None and row["client_resumed"] != row["resumed"]:
+            text += f" (its own count: {row['client_resumed']:,})"
+        parts.append(text)
+    if not parts:
+        return []
+    return ["Resumed: the share of the row's TLS handshakes (one per request here, warm-up "
+            "included, summed over the runs) that resumed a session, from nginx's "
+            "`$ssl_session_reused` for every request: " + "; ".join(parts) + ".", ""]
+
+
 # -- console -----------------------------------------------------------------------------
 def console(plan: Plan, summary: dict[str, Any], idle: dict[str, Any]) -> str:
     lines = [""]
@@ -202,8 +230,11 @@ def console(plan: Plan, summary: dict[str, Any], idle: dict[str, Any]) -> str:
         lines.append(f"== {workload.name}: {workload.title} "
                      f"({plan.requests(workload):,} requests x {plan.runs} runs)")
         checked = checks_protocol(workload)
-        lines.append(f"   {'client':<22} {'concurrency':<13} {workload.unit:>10} "
+        resumption = counts_resumption(workload)
+        width = max([22, *(len(row["label"]) for row in rows.values())])
+        lines.append(f"   {'client':<{width}} {'concurrency':<13} {workload.unit:>10} "
                      f"{'vs poolhttp':>11} {'new conns':>9} {'peak RSS':>9} {'errors':>6}"
+                     + (f" {'resumed':>8}" if resumption else "")
                      + ("  protocol" if checked else ""))
         for group in ("async", "sync"):
             shown = [row for row in rows.values() if row["group"] == group]
@@ -213,10 +244,11 @@ def console(plan: Plan, summary: dict[str, Any], idle: dict[str, Any]) -> str:
                          else f"{row['new_connections']:.0f}")
                 flag = " *" if row["timed_out_runs"] else ""
                 proto = f"  {_protocol(row)}" if checked else ""
-                lines.append(f"   {row['label']:<22} {row['concurrency']:<13} "
+                resumed = f" {_resumed(row):>8}" if resumption else ""
+                lines.append(f"   {row['label']:<{width}} {row['concurrency']:<13} "
                              f"{_num(row['median'], workload.unit):>10} "
                              f"{_ratio(row['ratio']):>11} {conns:>9} {rss:>9} "
-                             f"{row['errors']:>6}{proto}{flag}")
+                             f"{row['errors']:>6}{resumed}{proto}{flag}")
             if shown:
                 lines.append("")
     if any(r["timed_out_runs"] for rows in summary.values() for r in rows.values()):
@@ -250,6 +282,7 @@ def _workload_section(workload: Workload, rows: dict[str, Any], plan_w: dict[str
            f"`{workload.name}`: {workload.what} {plan_w['requests']:,} requests per run, "
            f"{runs} run{'s' if runs > 1 else ''}, {limits}.", ""]
     checked = checks_protocol(workload)
+    resumption = counts_resumption(workload)
     for group, title in (("async", "Async"), ("sync", "Sync")):
         body = []
         for row in rows.values():
@@ -262,6 +295,7 @@ def _workload_section(workload: Workload, rows: dict[str, Any], plan_w: dict[str
                 label, row["concurrency"], *([_protocol(row)] if checked else []),
                 _num(row["median"], unit), spread, _ratio(row["ratio"]),
                 "n/a" if row["new_connections"] is None else f"{row['new_connections']:,.0f}",
+                *([_resumed(row)] if resumption else []),
                 "n/a" if row["peak_rss_mib"] is None else f"{row['peak_rss_mib']:.0f} MiB",
                 str(row["errors"]), _notes(row)])
         if not body:
@@ -271,11 +305,15 @@ def _workload_section(workload: Workload, rows: dict[str, Any], plan_w: dict[str
         out.append(f"{title} (ratios against {base}):")
         out.append("")
         out += _table(["Client", "Concurrency", *(["Protocol"] if checked else []), unit,
-                       "Range", "vs poolhttp", "New conns", "Peak RSS", "Errors", "Notes"],
-                      body, "ll" + ("l" if checked else "") + "rrrrrrl")
+                       "Range", "vs poolhttp", "New conns", *(["Resumed"] if resumption else []),
+                       "Peak RSS", "Errors", "Notes"],
+                      body, "ll" + ("l" if checked else "") + "rrrr" + ("r" if resumption else "")
+                      + "rrl")
         out.append("")
     if checked:
         out += _protocol_line(rows)
+    if resumption:
+        out += _resumption_line(rows)
     return out
 
 
@@ -386,6 +424,16 @@ def markdown(data: dict[str, Any], plan: Plan, chart: str | None) -> str:
             "another serves HTTPS with a throw-away CA, and the plain one also listens on "
             "127.0.0.2 .. 127.0.0.20 for the 20-origin workload. Traffic never leaves "
             "loopback.",
+            "- **HTTPS, new connection per request** (`https-newconn*`): one more TLS server "
+            "block (same CA) has keep-alive off, so nginx answers `Connection: close` and every "
+            "request pays for a TCP connect and a TLS handshake; it has a session cache "
+            "(`ssl_session_cache shared:SSL:10m`) and session tickets on, so a client that "
+            "offers a session can resume it. It logs each request's `$ssl_session_reused` "
+            "(buffered, as the HTTP/2 block's log), and the Resumed column is nginx's count of "
+            "the row's handshakes that resumed: who resumed is the server's word, not the "
+            "client's. poolhttp's rows run with resumption on (its default) and, as a "
+            "reference, off (`tls_resumption=False`); the raw floors keep the last session "
+            "and offer it to the next handshake.",
             "- **HTTP/2**: one more TLS server block (same CA) offers h2 and http/1.1 by ALPN, "
             "at most 128 concurrent streams per connection (nginx's default); it alone keeps "
             "an access log, of `$server_protocol` only (buffered), so each run of the HTTP/2 "

@@ -3,9 +3,11 @@
 nginx is the fixed point every client is measured against, so it is set up to stay out of the
 way: one worker pinned to its own CPU, no access log, keep-alive effectively unlimited, bodies
 served from the page cache with sendfile. A separate `stub_status` port lets the orchestrator
-count the connections nginx accepted during each run. The HTTP/2 server block is the one
-exception to "no access log": it logs each request's `$server_protocol` (buffered), so that the
-orchestrator can count, for every run, which protocol each request really used.
+count the connections nginx accepted during each run. Two server blocks are the exceptions to
+"no access log", each logging one short field per request (buffered): the HTTP/2 block its
+`$server_protocol`, so that the orchestrator can count, for every run, which protocol each
+request really used, and the keep-alive-off TLS block its `$ssl_session_reused`, so that it can
+count how many of a run's TLS handshakes (one per request there) resumed a session.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from .procs import parent_death_signal
 ORIGIN_HOSTS = 20  # 127.0.0.1 .. 127.0.0.20 for the many-origins workload
 # The HTTP/2 block's access log: one `$server_protocol` per request ("HTTP/2.0", "HTTP/1.1").
 PROTOCOL_LOG = "h2-protocol.log"
+# The keep-alive-off TLS block's access log: one `$ssl_session_reused` per request, and so per
+# connection: "r" for a resumed TLS session (ticket or session id), "." for a full handshake.
+RESUMPTION_LOG = "tls-close-resumption.log"
 # How long nginx may keep access-log lines in its buffer before writing them out.
 PROTOCOL_LOG_FLUSH = 0.1
 
@@ -65,6 +70,7 @@ class Ports:
     plain: int
     close: int
     tls: int
+    tls_close: int
     h2: int
     status: int
 
@@ -96,7 +102,8 @@ def _pick_ports() -> Ports:
                 return port
         raise RuntimeError("could not find distinct free loopback ports")
 
-    return Ports(plain=pick(ORIGIN_HOSTS), close=pick(), tls=pick(), h2=pick(), status=pick())
+    return Ports(plain=pick(ORIGIN_HOSTS), close=pick(), tls=pick(), tls_close=pick(), h2=pick(),
+                 status=pick())
 
 
 def make_tls_files(directory: Path) -> Path:
@@ -182,6 +189,24 @@ http {{
         {locations}
     }}
 
+    # TLS with keep-alive off (nginx answers `Connection: close`): a new connection, and a TLS
+    # handshake, per request. A session cache and session tickets (the ticket key lives as long
+    # as this one worker) make resumption possible for a client that offers a session; each
+    # request's $ssl_session_reused ("r" or ".") goes to a buffered log, which the orchestrator
+    # counts after each run (Nginx.resumption).
+    log_format resumption '$ssl_session_reused';
+    server {{
+        listen 127.0.0.1:{ports.tls_close} ssl backlog=4096;
+        keepalive_timeout 0;
+        ssl_certificate {root}/server.pem;
+        ssl_certificate_key {root}/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+        access_log {root}/{RESUMPTION_LOG} resumption buffer=64k flush={flush_ms}ms;
+        {locations}
+    }}
+
     # HTTP/2 over TLS (ALPN h2, with http/1.1 for the clients that offer only that), same
     # certificate and locations as the TLS block. keepalive_requests and keepalive_timeout
     # above apply to HTTP/2 connections too (they replaced http2_max_requests, whose default
@@ -225,10 +250,11 @@ class Nginx:
             raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light; "
                                "`python3 dev.py bench` installs it)")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.ports = Ports(0, 0, 0, 0, 0)
+        self.ports = Ports(0, 0, 0, 0, 0, 0)
         self.ca_file = root / "ca.pem"
         self.version = nginx_version(self.binary)
         self.protocol_log = root / PROTOCOL_LOG
+        self.resumption_log = root / RESUMPTION_LOG
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Nginx:
@@ -326,6 +352,8 @@ class Nginx:
     def base_url(self, server: str, host: int = 1) -> str:
         if server == "tls":
             return f"https://127.0.0.1:{self.ports.tls}"
+        if server == "tls-close":
+            return f"https://127.0.0.1:{self.ports.tls_close}"
         if server == "h2":
             return f"https://127.0.0.1:{self.ports.h2}"
         if server == "close":
@@ -334,10 +362,7 @@ class Nginx:
 
     def protocol_log_size(self) -> int:
         """Where the HTTP/2 block's access log ends now (nginx creates it at start)."""
-        try:
-            return self.protocol_log.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return _log_size(self.protocol_log)
 
     def protocols(self, offset: int, expect: int | None, wait: float = 3.0) -> dict[str, int]:
         """Requests per protocol the HTTP/2 block logged since `offset` (a protocol_log_size).
@@ -349,24 +374,17 @@ class Nginx:
         wait for) it waits two flush intervals, so that no line of this run is left to be
         counted for the next one.
         """
-        if expect is None:
-            time.sleep(2 * PROTOCOL_LOG_FLUSH)
-            expect = 0
-        deadline = time.monotonic() + wait
-        counts: dict[str, int] = {}
-        while True:
-            with open(self.protocol_log, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-            # Only whole lines: a batch may be caught half-written.
-            lines = data[:data.rfind(b"\n") + 1].decode("latin-1").split()
-            counts = {}
-            for proto in lines:
-                counts[proto] = counts.get(proto, 0) + 1
-            if sum(counts.values()) >= expect or time.monotonic() >= deadline:
-                break
-            time.sleep(PROTOCOL_LOG_FLUSH / 2)
-        return counts
+        return _count_lines(self.protocol_log, offset, expect, wait)
+
+    def resumption_log_size(self) -> int:
+        """Where the keep-alive-off TLS block's access log ends now."""
+        return _log_size(self.resumption_log)
+
+    def resumption(self, offset: int, expect: int | None, wait: float = 3.0) -> dict[str, int]:
+        """The keep-alive-off TLS block's requests since `offset` (a resumption_log_size) by
+        `$ssl_session_reused`: {"r": resumed handshakes, ".": full ones}. One request per
+        connection there, so these are the run's TLS handshakes. Waits as `protocols` does."""
+        return _count_lines(self.resumption_log, offset, expect, wait)
 
     def accepted(self) -> int:
         """nginx's count of accepted connections so far (this query's own one included)."""
@@ -385,3 +403,38 @@ class Nginx:
             if line.strip().startswith("server accepts"):
                 return int(lines[i + 1].split()[0])
         raise OSError(f"unexpected stub_status answer: {text[:200]!r}")
+
+
+def _log_size(path: Path) -> int:
+    """Where an access log ends now (nginx creates it at start)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _count_lines(path: Path, offset: int, expect: int | None, wait: float) -> dict[str, int]:
+    """Lines (one word each) of an access log since `offset`, counted by their text.
+
+    nginx writes its buffered logs out at the latest PROTOCOL_LOG_FLUSH after a line is logged:
+    this waits, up to `wait` seconds, until at least `expect` lines are there; with `expect`
+    None it waits two flush intervals, so that no line of this run is counted for the next.
+    """
+    if expect is None:
+        time.sleep(2 * PROTOCOL_LOG_FLUSH)
+        expect = 0
+    deadline = time.monotonic() + wait
+    counts: dict[str, int] = {}
+    while True:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+        # Only whole lines: a batch may be caught half-written.
+        words = data[:data.rfind(b"\n") + 1].decode("latin-1").split()
+        counts = {}
+        for word in words:
+            counts[word] = counts.get(word, 0) + 1
+        if sum(counts.values()) >= expect or time.monotonic() >= deadline:
+            break
+        time.sleep(PROTOCOL_LOG_FLUSH / 2)
+    return counts

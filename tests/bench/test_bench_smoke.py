@@ -6,8 +6,10 @@ urllib3 there): the run uses the benchmark's own environment, .venv-bench/, whic
 when bench/requirements.txt or pyproject.toml change. A peer that cannot be installed, imported
 or driven fails the test by name; nothing is skipped. The HTTP/2 workloads have rows of their
 own, each of which must have been checked to use its protocol (HTTP/2, or HTTP/1.1 for the
-reference rows). The counts are tiny and the figures meaningless: this checks function, not
-speed.
+reference rows). On the HTTPS new-connection workloads every row must have nginx's count of
+its TLS handshakes and of those that resumed; poolhttp's rows must resume by default and never
+with `tls_resumption=False`. The counts are tiny and the figures meaningless: this checks
+function, not speed.
 """
 
 from __future__ import annotations
@@ -130,6 +132,19 @@ def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
                 problems.append(f"{where}: protocol not verified as {client.protocol}: the "
                                 f"library said {row['protocols_seen']}, nginx logged "
                                 f"{row['server_protocols']}")
+            elif catalog.counts_resumption(workload):
+                # nginx's $ssl_session_reused for each handshake of the keep-alive-off TLS
+                # block: counted for every row; poolhttp resumes by default, and not at all
+                # with tls_resumption=False.
+                if not row["handshakes"]:
+                    problems.append(f"{where}: nginx logged no TLS handshake")
+                elif client.key.startswith("poolhttp") and "noresume" in client.key:
+                    if row["resumed"]:
+                        problems.append(f"{where}: {row['resumed']} handshakes resumed with "
+                                        "tls_resumption=False")
+                elif client.key.startswith("poolhttp") and not row["resumed"]:
+                    problems.append(f"{where}: no handshake resumed (of {row['handshakes']}), "
+                                    "though TLS session resumption is poolhttp's default")
     for key, row in data["idle_memory"].items():
         if row["failure"] or row["rss_median"] is None or not row["heap_median"]:
             problems.append(f"idle-memory/{key}: {row['failure'] or 'no figure'}")
@@ -149,5 +164,6 @@ def test_smoke_run_gives_every_row_a_figure(tmp_path: Path) -> None:
     for client in catalog.CLIENTS:
         assert client.label in markdown
     assert "Protocol of each row, checked on every run" in markdown
+    assert "| Resumed |" in markdown
     assert (docs / "benchmarks.png").stat().st_size > 0  # matplotlib is in the bench env
     assert proc.returncode == 0, output
