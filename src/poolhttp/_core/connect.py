@@ -236,26 +236,29 @@ class ConnectPlan:
 
     def proxy_handshake_failed(self, exc: OSError) -> HTTPError:
         """The TLS handshake with an https:// proxy failed."""
-        assert self.via is not None
-        if _our_time_out(exc):
-            self._timed_out = True
-            return self.out_of_time()
-        key = self.origin.key
         verify_message = getattr(exc, "verify_message", None)
         reason = (f"its certificate is not trusted: {verify_message}" if verify_message
                   else describe(exc))
-        return ProxyError(f"TLS handshake with proxy {self.via.url} (for {key}) failed: "
-                          f"{reason}", origin=key, proxy=self.via.url)
+        return self._proxy_failed(exc, f"TLS handshake with proxy {self._via_url} (for "
+                                  f"{self.origin.key}) failed: {reason}")
 
     def tunnel_failed(self, exc: OSError) -> HTTPError:
         """The connection to the proxy failed while it was opening the tunnel."""
+        return self._proxy_failed(exc, f"proxy {self._via_url} failed while opening a tunnel "
+                                  f"to {self.origin.key}: {describe(exc)}")
+
+    @property
+    def _via_url(self) -> str:
         assert self.via is not None
+        return self.via.url
+
+    def _proxy_failed(self, exc: OSError, message: str) -> HTTPError:
+        """ConnectTimeout/TotalTimeout when our time ran out, else a ProxyError saying
+        `message`."""
         if _our_time_out(exc):
             self._timed_out = True
             return self.out_of_time()
-        key = self.origin.key
-        return ProxyError(f"proxy {self.via.url} failed while opening a tunnel to {key}: "
-                          f"{describe(exc)}", origin=key, proxy=self.via.url)
+        return ProxyError(message, origin=self.origin.key, proxy=self._via_url)
 
     def out_of_time(self) -> ConnectTimeout | TotalTimeout:
         """The error of a connect that reached `end`: TotalTimeout when the request's total

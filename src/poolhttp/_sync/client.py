@@ -84,7 +84,8 @@ class Client(ClientBase[Response]):
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=False)
-        resolved = self._resolve_timeout(timeout, request)
+        resolved = (self.timeout if timeout is None and not self._mounted
+                    else self._resolve_timeout(timeout, request))
         steps = self._steps
         if follow_redirects is None and auth is None and cookies is None and steps.idle(request):
             response = self._send(request, resolved, False, trace)
