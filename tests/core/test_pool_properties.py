@@ -5,9 +5,17 @@ told it (which connections it asked to open, which it handed to which request, w
 closed) and checks, after each step, that those books and the pool's agree and that no rule is
 broken: limits, FIFO order per origin, no idle connection while requests wait, no connection
 handed out twice or after it was closed.
+
+Some keys belong to routes with limits of their own (a client's mounts: `key.limits`,
+`key.bucket`, as `_route.Route.key` sets them): two or three keys share route "r1", one has "r2",
+the others have none; a route's limits may also be None (a mount that sets no limits). The
+books then check each route's limits too: its open connections together, its idle ones, and
+each key's per-host limit and keep-alive.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -17,26 +25,71 @@ from poolhttp import Limits
 from poolhttp._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState, Ticket
 from poolhttp._core.records import ACTIVE, CLOSED, CONNECTING, DRAINING, IDLE, WAITING
 
-# The last key may speak HTTP/2: a connection being opened for it covers many waiters, and
-# its connections may turn out multiplexed (or HTTP/1.1, as ALPN decides).
-H2 = PoolKey("https://h:443", protocols=("h2", "http/1.1"))
-ORIGINS = [PoolKey("http://a:80"), PoolKey("http://b:80"), PoolKey("http://c:80"), H2]
 A = PoolKey("http://a:80")
+# (origin, route): a and b have none; c, e and the HTTP/2 key share r1 (the latter when
+# `h2_routed`), d has r2.
+# The https key may speak HTTP/2: a connection being opened for it covers many waiters, and
+# its connections may turn out multiplexed (or HTTP/1.1, as ALPN decides).
+KEYS = [("http://a:80", None), ("http://b:80", None), ("http://c:80", "r1"),
+        ("http://e:80", "r1"), ("http://d:80", "r2"), ("https://h:443", "r1")]
+
+ROUTE_LIMITS = st.one_of(st.none(), st.builds(
+    Limits, max_connections=st.integers(1, 4),
+    max_connections_per_host=st.one_of(st.none(), st.integers(1, 2)),
+    max_keepalive_connections=st.one_of(st.none(), st.integers(0, 3)),
+    keepalive_expiry=st.sampled_from([0.0, 2.0, 15.0]), max_concurrent_streams=st.integers(1, 4)))
+
+
+def routed_key(origin: str, route: str | None, limits: Limits | None) -> PoolKey:
+    """A key as a client's route makes it (see _route.Route.key); `route` None: a key made
+    outside a client, without the attributes."""
+    protocols = ("h2", "http/1.1") if origin.startswith("https") else ("http/1.1",)
+    key = PoolKey(origin, protocols=protocols)
+    if route is not None:
+        key.limits = limits  # type: ignore[attr-defined]
+        key.bucket = route  # type: ignore[attr-defined]
+    return key
+
+
+@dataclass
+class KeyLimits:
+    """The limits that apply to one key: its route's, else the pool's."""
+
+    limits: Limits
+    route: str | None  # the bucket its open and idle connections count in (None: the pool's)
+
+    @property
+    def per_host(self) -> int:
+        return self.limits.max_connections_per_host or self.limits.max_connections
+
+    @property
+    def keeps_alive(self) -> bool:
+        return self.limits.keepalive_limit > 0 and self.limits.keepalive_expiry > 0
 
 
 class PoolMachine(RuleBasedStateMachine):
-    @initialize(max_conn=st.integers(1, 5), per_host=st.one_of(st.none(), st.integers(1, 3)),
+    @initialize(max_conn=st.integers(1, 8), per_host=st.one_of(st.none(), st.integers(1, 3)),
                 keepalive=st.one_of(st.none(), st.integers(0, 5)),
-                expiry=st.sampled_from([0.0, 5.0, 15.0]), streams=st.integers(1, 4))
+                expiry=st.sampled_from([0.0, 5.0, 15.0]), streams=st.integers(1, 4),
+                r1=ROUTE_LIMITS, r2=ROUTE_LIMITS, h2_routed=st.booleans())
     def setup(self, max_conn: int, per_host: int | None, keepalive: int | None,
-              expiry: float, streams: int) -> None:
+              expiry: float, streams: int, r1: Limits | None, r2: Limits | None,
+              h2_routed: bool) -> None:
         self.limits = Limits(max_connections=max_conn, max_connections_per_host=per_host,
                              max_keepalive_connections=keepalive, keepalive_expiry=expiry,
                              max_concurrent_streams=streams)
         self.pool = PoolState(self.limits)
-        # No keep-alive: a connection that carried a request never gets another once it has
-        # none in flight (HTTP/1.1: one request each), and nothing is ever idle.
-        self.no_keepalive = self.limits.keepalive_limit == 0 or expiry == 0
+        routes = {"r1": r1, "r2": r2}
+        self.keys: list[PoolKey] = []
+        self.limits_of: dict[PoolKey, KeyLimits] = {}
+        for origin, route in KEYS:
+            if route == "r1" and origin.startswith("https") and not h2_routed:
+                route = None
+            limits = routes[route] if route is not None else None
+            key = routed_key(origin, route, limits)
+            self.keys.append(key)
+            self.limits_of[key] = (KeyLimits(self.limits, None) if limits is None
+                                   else KeyLimits(limits, route))
         self.now = 0.0
         self.connecting: list[Conn] = []  # Open seen, outcome not yet reported
         self.using: list[tuple[Ticket, Conn]] = []  # handed out, request running
@@ -45,6 +98,11 @@ class PoolMachine(RuleBasedStateMachine):
         self.open_ids: set[int] = set()  # conn ids opened and not closed (the "server view")
         self.open_by_origin: dict[PoolKey, int] = {}
         self.served: dict[int, int] = {}  # conn id -> requests it carried (for `reused`)
+
+    def no_keepalive(self, key: PoolKey) -> bool:
+        """No keep-alive for `key`: a connection that carried a request never gets another
+        once it has none in flight (HTTP/1.1: one request each), and nothing is ever idle."""
+        return not self.limits_of[key].keeps_alive
 
     # -- the fake driver -------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> None:
@@ -93,7 +151,7 @@ class PoolMachine(RuleBasedStateMachine):
             assert not conn.pooled, "a fresh request got a connection that waited idle"
 
         assert carrying < conn.capacity, "connection handed out beyond its capacity"
-        if self.no_keepalive and not carrying:
+        if self.no_keepalive(conn.key) and not carrying:
             assert self.served.get(conn.id, 0) == 0, "reused although keep-alive is off"
         self.using.append((ticket, conn))
         self.served[conn.id] = self.served.get(conn.id, 0) + 1
@@ -103,10 +161,12 @@ class PoolMachine(RuleBasedStateMachine):
         self.served[conn.id] -= 1
 
     # -- rules -------------------------------------------------------------------------------
-    @rule(origin=st.sampled_from(ORIGINS), fresh=st.sampled_from([False, False, False, True]))
-    def request(self, origin: PoolKey, fresh: bool) -> None:
+    @rule(index=st.integers(0, len(KEYS) - 1),
+          fresh=st.sampled_from([False, False, False, True]))
+    def request(self, index: int, fresh: bool) -> None:
         """A request; a fresh one (the resend after the keep-alive race) skips `checkout`
         and must get a new connection."""
+        origin = self.keys[index]
         conn = None if fresh else self.pool.checkout(origin, self.now)
         if conn is not None:
             queued = [t for t in self.waiting if t.key == origin]
@@ -131,10 +191,11 @@ class PoolMachine(RuleBasedStateMachine):
         max_concurrent_streams."""
         conn = self.connecting.pop(index % len(self.connecting))
         if outcome == "ok":
-            multiplexed = conn.key == H2 and capacity > 1
+            multiplexed = "h2" in conn.key.protocols and capacity > 1
             self.apply(self.pool.connected(conn, self.now, capacity, multiplexed=multiplexed))
             if multiplexed:
-                assert conn.capacity == min(capacity, self.limits.max_concurrent_streams)
+                streams = self.limits_of[conn.key].limits.max_concurrent_streams
+                assert conn.capacity == min(capacity, streams)
         else:
             self.closed.add(conn.id)
             self.open_ids.discard(conn.id)
@@ -201,7 +262,8 @@ class PoolMachine(RuleBasedStateMachine):
                         if c.multiplexed and c.state in (IDLE, ACTIVE)), key=lambda c: c.id)
         conn = conns[index % len(conns)]
         self.apply(self.pool.resize(conn, capacity, self.now))
-        assert conn.capacity == min(capacity, self.limits.max_concurrent_streams)
+        streams = self.limits_of[conn.key].limits.max_concurrent_streams
+        assert conn.capacity == min(capacity, streams)
 
     @precondition(lambda self: any(c.state == IDLE for c in self.pool.connections()))
     @rule(index=st.integers(0, 100))
@@ -224,8 +286,8 @@ class PoolMachine(RuleBasedStateMachine):
     def books_agree(self) -> None:
         pool = self.pool
         assert len(self.open_ids) == pool.n_open <= self.limits.max_connections
-        per_host = self.limits.max_connections_per_host or self.limits.max_connections
-        assert all(n <= per_host for n in self.open_by_origin.values())
+        for key, n in self.open_by_origin.items():
+            assert n <= self.limits_of[key].per_host, f"{key}: {n} open > its per-host limit"
         assert {c.id for c in pool.connections()} == self.open_ids
         assert pool.n_waiting == len(self.waiting)
         stats = pool.stats()
@@ -238,12 +300,33 @@ class PoolMachine(RuleBasedStateMachine):
         multiplexed = [c for c in pool.connections() if c.multiplexed]
         assert stats.http2 == len(multiplexed)
         assert stats.streams == sum(c.in_use for c in multiplexed)
+        for key in self.keys:
+            assert pool.keeps_alive_for(key) == self.limits_of[key].keeps_alive
+
+    @invariant()
+    def routes_keep_their_limits(self) -> None:
+        """Each route's open connections (connecting ones count) stay within its
+        max_connections, its idle ones within its max_keepalive_connections; the idle
+        connections of the keys without a route within the pool's."""
+        open_by_route: dict[str | None, int] = {}
+        idle_by_route: dict[str | None, int] = {}
+        for conn in self.pool.connections():
+            route = self.limits_of[conn.key].route
+            open_by_route[route] = open_by_route.get(route, 0) + 1
+            if conn.state == IDLE:
+                idle_by_route[route] = idle_by_route.get(route, 0) + 1
+        route_limits = {k.route: k.limits for k in self.limits_of.values()}
+        for route, n in open_by_route.items():
+            if route is not None:
+                assert n <= route_limits[route].max_connections, f"{route}: {n} open"
+        for route, n in idle_by_route.items():
+            assert n <= route_limits[route].keepalive_limit, f"{route}: {n} idle"
 
     @invariant()
     def nothing_idle_without_keepalive(self) -> None:
-        if self.no_keepalive:
-            # (`checkout` is checked where the `request` rule calls it: by `hand_out`.)
-            assert not [c for c in self.pool.connections() if c.state == IDLE]
+        # (`checkout` is checked where the `request` rule calls it: by `hand_out`.)
+        idle = [c for c in self.pool.connections() if c.state == IDLE]
+        assert not [c for c in idle if self.no_keepalive(c.key)]
 
     @invariant()
     def waiters_are_covered(self) -> None:

@@ -174,8 +174,11 @@ class AsyncPool:
         actions = self.state.released(conn, reusable, self.loop.time(), keepalive)
         if actions:
             self.apply(actions)
-        if self._expiry_timer is None and reusable:
-            self._arm_expiry()
+        if reusable:
+            if self._expiry_timer is None:
+                self._arm_expiry()
+            elif conn.group.bucket is not None:  # a mount's keepalive_expiry may be due sooner
+                self._arm_sooner()
 
     def _keep_session(self, conn: Conn) -> None:
         """Keep the TLS session of `conn` (its first response has come, and with it a TLS
@@ -241,7 +244,7 @@ class AsyncPool:
             proto = AsyncH2Connection(self, conn, ticket.origin.key)
         else:  # HTTP/1.1, or whichever ALPN selects (the handshake swaps it for HTTP/2)
             proto = AsyncConnection(self, conn, ticket.origin.key)
-            keeps_alive = self.state.keeps_alive
+            keeps_alive = self.state.keeps_alive_for(conn.key)  # a mount may say otherwise
             if conn.key.proxy is not None or not keeps_alive:
                 proto.encoder = route_of(conn.key).encoder(ticket.origin, self.encoders,
                                                            not keeps_alive)
@@ -434,6 +437,13 @@ class AsyncPool:
     def _arm_expiry(self) -> None:
         when = self.state.next_expiry()
         if when is not None:
+            self._expiry_timer = self.loop.call_at(when, self._on_expiry)
+
+    def _arm_sooner(self) -> None:
+        timer = self._expiry_timer
+        when = self.state.next_expiry()
+        if timer is not None and when is not None and when < timer.when():
+            timer.cancel()
             self._expiry_timer = self.loop.call_at(when, self._on_expiry)
 
     def _on_expiry(self) -> None:

@@ -66,9 +66,28 @@ Rules
   one (HTTP/2) takes new streams while it carries others, and is closed when its last one
   ends (see `released`). Nothing is ever idle, so `checkout` finds nothing idle; a connection
   handed out and given back unused (`unused`) carried nothing and goes to the next waiter.
+- Routes (a client's mounts) with limits of their own: the keys of one such route form a
+  *bucket* (records.Bucket). The pool's `max_connections` bounds every connection; the
+  route's `max_connections` bounds its keys' open connections together and its
+  `max_keepalive_connections` their idle ones (the pool's bound the idle connections of the
+  keys without a bucket); its `max_connections_per_host`, `keepalive_expiry` and
+  `max_concurrent_streams` apply to each of its keys instead of the pool's, and so does its
+  "no keep-alive" (`keeps_alive_for(key)`). A key's route is read once, when its group is
+  made (`key.limits`, `key.bucket`; a key without them is the pool's).
+  * A key that wants a connection while its bucket is full waits in its bucket's heap, never
+    in the pool's: a full bucket holds up no other route. While its bucket has room but the
+    pool is full, the bucket is filed in the pool's heap under its neediest key and competes
+    there as one entry.
+  * A slot freed by a closed connection of a bucket goes to a waiter of that bucket first,
+    then to the pool's neediest. A released connection is handed over (closed, its slot
+    given) to another key of its bucket by the rules above, with the bucket's
+    `max_connections` and busy keys for the fair share; then to the pool's neediest.
+  * An idle connection is closed for a waiter of another route only if that route is below
+    its own limit; within a route, by the route's fair share.
 - Every input does O(1) or O(log n) work: there is no pass over all waiters or connections
   (cancelled tickets are skipped lazily and compacted when they outnumber live ones; stale heap
-  entries are dropped lazily).
+  entries are dropped lazily). A few inputs look at the oldest idle connection of each
+  bucket: there are as many as the client has mounts with limits, not per request.
 """
 
 from __future__ import annotations
@@ -92,14 +111,17 @@ from .records import (
     WAITING,
     Action,
     Assign,
+    Bucket,
     Close,
     Conn,
     Fail,
     Group,
+    Heap,
     Open,
     PoolKey,
     PoolStateError,
     PoolStats,
+    Settings,
     Ticket,
     move,
     move_ticket,
@@ -127,19 +149,24 @@ class PoolState:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._max = limits.max_connections
-        self._per_host = limits.max_connections_per_host or limits.max_connections
-        self._expiry = limits.keepalive_expiry
-        # An expiry of 0 s keeps nothing idle either: both mean "no keep-alive".
-        self._keepalive_max = limits.keepalive_limit if self._expiry > 0 else 0
-        # Whether a connection may carry another request once nothing is in flight on it.
-        # Drivers read it to say so on the wire (an HTTP/1.1 request's `Connection: close`).
+        # The settings of the keys without a route of their own (see records.Settings).
+        self._own = Settings(limits)
+        self._expiry = self._own.expiry
+        self._keepalive_max = self._own.keepalive_max
+        # Whether a connection of such a key may carry another request once nothing is in
+        # flight on it; `keeps_alive_for(key)` says it for any key. Drivers read it to say so
+        # on the wire (an HTTP/1.1 request's `Connection: close`).
         self.keeps_alive = self._keepalive_max > 0
-        self._streams = limits.max_concurrent_streams
         self._groups: dict[PoolKey, Group] = {}
         self._prune_at = 1024
-        self._idle_lru: OrderedDict[Conn, None] = OrderedDict()  # every idle conn, oldest first
-        # heap of (connections held, oldest waiter seq, tie-break, group); see Group.blocked_key
-        self._blocked: list[tuple[int, int, int, Group]] = []
+        # The idle connections of the keys without a bucket, oldest first (each bucket keeps
+        # its own: `Group.lru` is the one of its group's class).
+        self._idle_lru: OrderedDict[Conn, None] = OrderedDict()
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._bucket_list: list[Bucket] = []
+        # heap of (connections held, oldest waiter seq, tie-break, group or bucket); see
+        # Group.blocked_key and Bucket.blocked_key
+        self._blocked: Heap = []
         self._tie = itertools.count()
         self._seq = itertools.count(1)
         self._n_busy = 0  # groups with a request in flight or waiting
@@ -166,9 +193,9 @@ class PoolState:
         if now >= conn.expires_at:
             return None
         idle.pop()
-        del self._idle_lru[conn]
+        del group.lru[conn]
         conn.pooled = True
-        if conn.capacity > 1:
+        if not conn.plain:  # room for more than one request, or its key has a route
             self._assign(conn)
             return conn
         # _assign() for the common case, inline: this is every reused request's path. The
@@ -199,7 +226,7 @@ class PoolState:
             return actions
         while group.idle:
             conn = group.idle.pop()
-            del self._idle_lru[conn]
+            del group.lru[conn]
             if ticket.fresh or now >= conn.expires_at:
                 self._close(conn, actions, "a retry asked for a fresh connection"
                             if ticket.fresh else "past the server's Keep-Alive time-out")
@@ -207,19 +234,23 @@ class PoolState:
             conn.pooled = True
             self._give(conn, ticket)
             if actions:  # closed expired ones on the way: their slots may be wanted
-                self._give_slots(now, actions)
+                self._give_slots(now, actions, group.bucket)
             return actions
         ticket.seq = next(self._seq)
         move_ticket(ticket, WAITING)
         group.waiters.append(ticket)
         if not group.n_waiting and not group.n_active:
-            self._n_busy += 1
+            self._busier(group)
         group.n_waiting += 1
         self.n_waiting += 1
-        closed_some = bool(actions)
+        closed_some = len(actions)
         self._provide(group, now, actions, ticket)
         if closed_some:  # slots of the idle connections closed above, beyond the one it took
-            self._give_slots(now, actions)
+            self._give_slots(now, actions, group.bucket)
+        if self._blocked and any(type(a) is Close for a in actions[closed_some:]):
+            # It closed another key's idle connection for its slot: that key's route may now
+            # have room, and its waiters a slot to take.
+            self._rebalance(now, actions)
         return actions
 
     def connected(self, conn: Conn, now: float, capacity: int = 1,
@@ -234,19 +265,20 @@ class PoolState:
         group = conn.group
         group.connecting.remove(conn)
         if multiplexed:
-            capacity = min(capacity, self._streams)
+            capacity = min(capacity, group.streams)
         conn.capacity = capacity
+        conn.plain = capacity == 1 and group.bucket is None
         conn.multiplexed = multiplexed
         group.expect = capacity if multiplexed else 1
         group.created += 1  # counted once open, so that it matches the server's accepts
         self.created += 1
         conn.idle_since = now
-        conn.expires_at = now + self._expiry
+        conn.expires_at = now + group.expiry
         actions: list[Action] = []
         self._make_available(conn, now, actions)
-        if group.wants_connection(self._per_host):  # it covers fewer than were counted on
+        if group.wants_connection():  # it covers fewer than were counted on
             self._provide(group, now, actions)
-        self._rebalance(now, actions)
+        self._rebalance(now, actions, group.bucket)
         return actions
 
     def resize(self, conn: Conn, capacity: int, now: float) -> list[Action]:
@@ -255,9 +287,10 @@ class PoolState:
         in flight above a lowered limit go on; waiters get the room of a raised one."""
         if capacity < 1:
             raise PoolStateError(f"resize({conn!r}) to capacity {capacity}")
-        capacity = min(capacity, self._streams)
-        conn.capacity = capacity
         group = conn.group
+        capacity = min(capacity, group.streams)
+        conn.capacity = capacity
+        conn.plain = capacity == 1 and group.bucket is None
         if conn.multiplexed:
             group.expect = capacity
         if conn.state is not ACTIVE:
@@ -273,8 +306,9 @@ class PoolState:
         else:
             conn.spare = False
             group.spare.remove(conn)
-            if group.wants_connection(self._per_host):
+            if group.wants_connection():
                 self._provide(group, now, actions)
+                self._rebalance(now, actions)
         return actions
 
     def connect_failed(self, conn: Conn, error: BaseException | None,
@@ -321,16 +355,8 @@ class PoolState:
             actions: list[Action] = []
             self._hand_to_waiters(conn, actions)
             return actions
-        if not self.keeps_alive and conn.requests:
-            # No keep-alive: with nothing in flight it is closed, even while requests wait
-            # (its slot opens a new connection for them). A multiplexed one gets here only
-            # when its last stream ends; while it carried others it took new ones (above,
-            # and from the spare list). Turning keep-alive off is asking for no connection
-            # kept for later -- no stale socket, no keep-alive race, no reuse a server or
-            # middlebox mishandles. An HTTP/2 connection carrying streams is in use and
-            # known alive, none of those; one stream per connection would cost a handshake
-            # per request and do worse than HTTP/1.1, which is what to use for that.
-            return self._retire(conn, now, "keep-alive is off")
+        if not group.plain:  # no keep-alive, or a route's own limits
+            return self._released_idle(conn, now, keepalive)
         if conn.spare:
             conn.spare = False
             group.spare.remove(conn)
@@ -352,6 +378,47 @@ class PoolState:
         self._rebalance(now, actions)
         return actions
 
+    def _released_idle(self, conn: Conn, now: float, keepalive: float | None) -> list[Action]:
+        """`released` of a connection with nothing in flight any more, for a key without
+        keep-alive or with a route's own limits (the same steps, with the key's settings)."""
+        group = conn.group
+        if not group.keeps_alive and conn.requests:
+            # No keep-alive: with nothing in flight it is closed, even while requests wait
+            # (its slot opens a new connection for them). A multiplexed one gets here only
+            # when its last stream ends; while it carried others it took new ones (above,
+            # and from the spare list). Turning keep-alive off is asking for no connection
+            # kept for later -- no stale socket, no keep-alive race, no reuse a server or
+            # middlebox mishandles. An HTTP/2 connection carrying streams is in use and
+            # known alive, none of those; one stream per connection would cost a handshake
+            # per request and do worse than HTTP/1.1, which is what to use for that.
+            return self._retire(conn, now, "keep-alive is off")
+        if conn.spare:
+            conn.spare = False
+            group.spare.remove(conn)
+        conn.state = IDLE  # active -> idle, inline as in `released`
+        group.n_active -= 1
+        bucket = group.bucket
+        if not group.n_active and not group.n_waiting:
+            self._n_busy -= 1
+            if bucket is not None:
+                bucket.n_busy -= 1
+        conn.idle_since = now
+        expiry = group.expiry
+        if keepalive is None or keepalive >= expiry:
+            conn.expires_at = now + expiry
+        else:
+            conn.expires_at = now + max(keepalive / 2, keepalive - 0.5)
+        lru = group.lru
+        if (not group.n_waiting and not self._blocked and len(lru) < group.keepalive_max
+                and (bucket is None or not bucket.blocked)):
+            group.idle.append(conn)
+            lru[conn] = None
+            return NO_ACTIONS
+        actions: list[Action] = []
+        self._make_available(conn, now, actions)
+        self._rebalance(now, actions, bucket)
+        return actions
+
     def _released_inactive(self, conn: Conn, reusable: bool, now: float) -> list[Action]:
         if conn.state is CLOSED:  # close_all() or a failure of the connection got there first
             return NO_ACTIONS
@@ -370,12 +437,10 @@ class PoolState:
         """`conn` takes no new request (the server said GOAWAY or Connection: close): an idle
         one is closed now, an active one when its last request ends."""
         if conn.state is IDLE:
-            group = conn.group
-            group.idle.remove(conn)
-            del self._idle_lru[conn]
+            self._unpark(conn)
             actions: list[Action] = []
             self._close(conn, actions, "the server closed it, or said GOAWAY, while it was idle")
-            self._slot_freed(group, now, actions)
+            self._slot_freed(conn.group, now, actions)
             return actions
         if conn.state is ACTIVE:
             if conn.spare:
@@ -406,10 +471,12 @@ class PoolState:
                 group.waiters = deque(t for t in group.waiters if t.state is WAITING)
             if not group.n_connecting or (
                     (group.n_connecting - 1) * group.expect < group.n_waiting):
-                if not (self._blocked and self._idle_lru):
+                bucket = group.bucket
+                if not ((self._blocked and self._has_idle())
+                        or (bucket is not None and bucket.blocked and bucket.idle)):
                     return NO_ACTIONS
                 actions: list[Action] = []
-                self._rebalance(now, actions)
+                self._rebalance(now, actions, bucket)
                 return actions
             # A connection was being opened for the request that left and nobody else needs
             # it: stop the connect and free its slot rather than hold it for the connect
@@ -439,27 +506,41 @@ class PoolState:
         return self.released(conn, reusable, now)
 
     def expire(self, now: float) -> list[Action]:
-        """Close idle connections that sat unused for `keepalive_expiry`."""
+        """Close idle connections that sat unused for `keepalive_expiry` (their route's)."""
         actions: list[Action] = []
-        lru = self._idle_lru
-        expiry = self._expiry
-        while lru:
-            conn = next(iter(lru))
-            if now < conn.idle_since + expiry and now < conn.expires_at:
-                break
-            del lru[conn]
-            conn.group.idle.remove(conn)  # the oldest of its key: at the front
-            self._close(conn, actions, "past the server's Keep-Alive time-out"
-                        if now >= conn.expires_at else "idle for longer than keepalive_expiry")
-            self._slot_freed(conn.group, now, actions)
+        for lru, expiry in self._idle_classes():
+            while lru:
+                conn = next(iter(lru))
+                if now < conn.idle_since + expiry and now < conn.expires_at:
+                    break
+                del lru[conn]
+                conn.group.idle.remove(conn)  # the oldest of its key: at the front
+                self._close(conn, actions, "past the server's Keep-Alive time-out"
+                            if now >= conn.expires_at else "idle for longer than keepalive_expiry")
+                self._slot_freed(conn.group, now, actions)
         return actions
 
     def next_expiry(self) -> float | None:
-        """When `expire` next has work: the oldest idle connection's expiry time."""
-        if not self._idle_lru:
-            return None
-        conn = next(iter(self._idle_lru))
-        return min(conn.idle_since + self._expiry, conn.expires_at)
+        """When `expire` next has work: the oldest idle connection's expiry time (of each
+        route's, which may expire after different times)."""
+        when: float | None = None
+        for lru, expiry in self._idle_classes():
+            if lru:
+                conn = next(iter(lru))
+                at = min(conn.idle_since + expiry, conn.expires_at)
+                if when is None or at < when:
+                    when = at
+        return when
+
+    def keeps_alive_for(self, key: PoolKey) -> bool:
+        """Whether a connection of `key` may carry another request once nothing is in flight
+        on it (its route's limits, else the pool's): if not, a driver says `Connection:
+        close` on its HTTP/1.1 requests."""
+        group = self._groups.get(key)
+        if group is not None:
+            return group.keeps_alive
+        limits = getattr(key, "limits", None)
+        return self.keeps_alive if limits is None else Settings(limits).keepalive_max > 0
 
     def close_all(self) -> list[Action]:
         """Close the pool: every waiter fails with PoolClosed, every connection is closed."""
@@ -480,6 +561,10 @@ class PoolState:
             group.blocked_key = None
         self._idle_lru.clear()
         self._blocked.clear()
+        for bucket in self._bucket_list:
+            bucket.idle.clear()
+            bucket.blocked.clear()
+            bucket.blocked_key = None
         return actions
 
     def wait_error(self, key: PoolKey, pool_limit: float | None,
@@ -494,10 +579,16 @@ class PoolState:
         limits = self.limits
         text = (f"max_connections={limits.max_connections}, {stats.active} active, "
                 f"{stats.connecting} connecting, {stats.waiting} waiting")
-        group = stats.per_host.get(label)
-        if limits.max_connections_per_host is not None and group is not None:
+        group = self._groups.get(key)
+        bucket = group.bucket if group is not None else None
+        if bucket is not None:
+            text += (f"; route {bucket.name}: max_connections={bucket.max}, "
+                     f"{bucket.n_open} open")
+            limits = bucket.limits
+        host = stats.per_host.get(label)
+        if limits.max_connections_per_host is not None and host is not None:
             text += (f"; max_connections_per_host={limits.max_connections_per_host}, "
-                     f"{group.active} active to this origin")
+                     f"{host.active} active to this origin")
         return PoolTimeout(f"no connection to {label} within {pool_limit:g}s ({text})",
                            origin=label, timeout=pool_limit)
 
@@ -512,7 +603,8 @@ class PoolState:
                 closed=g.closed, http2=len(h2), streams=sum(conn.in_use for conn in h2))
         return PoolStats(
             connections=self.n_open, connecting=sum(s.connecting for s in per_host.values()),
-            idle=len(self._idle_lru), active=sum(s.active for s in per_host.values()),
+            idle=len(self._idle_lru) + sum(len(b.idle) for b in self._bucket_list),
+            active=sum(s.active for s in per_host.values()),
             waiting=self.n_waiting, created=self.created, reused=self.reused,
             closed=self.closed, http2=sum(s.http2 for s in per_host.values()),
             streams=sum(s.streams for s in per_host.values()), per_host=per_host)
@@ -523,53 +615,83 @@ class PoolState:
 
     def check_invariants(self) -> None:
         """Raise PoolStateError if a rule of the module docstring is broken (for tests)."""
-        total = idle = busy_groups = 0
-        oldest_idle = next(iter(self._idle_lru), None)
+        total = busy_groups = 0
         for key, group in self._groups.items():
-            n_idle = len(group.idle)
-            states = [c.state for c in group.conns]
-            busy = states.count(ACTIVE) + states.count(DRAINING)
-            _expect(group.n_connecting == states.count(CONNECTING)
-                    and group.n_active == busy and n_idle == states.count(IDLE),
-                    f"{key}: counters {group.n_connecting}/{n_idle}/{group.n_active} disagree "
-                    f"with connection states {sorted(states)}")
-            _expect(group.n_open <= self._per_host, f"{key}: {group.n_open} open > per-host "
-                                                    "limit")
-            for conn in group.conns:
-                # A multiplexed peer may lower its limit below the streams in flight.
-                _expect(conn.in_use >= 0 and (conn.in_use <= conn.capacity or conn.multiplexed),
-                        f"{conn!r}: in_use {conn.in_use} outside 0..{conn.capacity}")
-                _expect((conn.in_use > 0) == (conn.state in (ACTIVE, DRAINING)),
-                        f"{conn!r}: in_use {conn.in_use} in state {conn.state}")
-                room = conn.state is ACTIVE and conn.in_use < conn.capacity
-                _expect(conn.spare == room == (conn in group.spare),
-                        f"{conn!r}: spare list out of step")
-            live = [t for t in group.waiters if t.state is WAITING]
-            _expect(len(live) == group.n_waiting,
-                    f"{key}: n_waiting {group.n_waiting} != {len(live)} live tickets")
-            _expect(all(a.seq < b.seq for a, b in itertools.pairwise(live)),
-                    f"{key}: waiters out of FIFO order")
-            _expect(not (live and (group.idle or group.spare)),
-                    f"{key}: free connections while requests wait")
-            _expect(all(c.state is IDLE and c in self._idle_lru for c in group.idle),
-                    f"{key}: idle stack holds a connection that is not idle")
-            if group.wants_connection(self._per_host):
-                _expect(self.n_open >= self._max and (
-                    oldest_idle is None or not self._may_take(group, oldest_idle, None)),
-                        f"{key}: waiters uncovered although a connection could be opened")
-                _expect(group.blocked_key is not None,
-                        f"{key}: waiters uncovered but not queued for a slot")
+            self._check_group(key, group)
             busy_groups += group.n_waiting > 0 or group.n_active > 0
             total += group.n_open
-            idle += n_idle
         _expect(total == self.n_open, f"open count {self.n_open} != sum over keys {total}")
         _expect(self.n_open <= self._max, f"{self.n_open} open > max_connections {self._max}")
+        own = [g for g in self._groups.values() if g.bucket is None]
+        idle = sum(len(g.idle) for g in own)
         _expect(idle == len(self._idle_lru), "idle LRU out of step with the idle stacks")
         _expect(idle <= self._keepalive_max, f"{idle} idle > max_keepalive_connections")
+        for bucket in self._bucket_list:
+            self._check_bucket(bucket)
         _expect(self.n_waiting == sum(g.n_waiting for g in self._groups.values()),
                 "global waiting count out of step")
         _expect(busy_groups == self._n_busy, f"{self._n_busy} keys counted as busy, "
                                              f"{busy_groups} are")
+
+    def _check_group(self, key: PoolKey, group: Group) -> None:
+        n_idle = len(group.idle)
+        states = [c.state for c in group.conns]
+        busy = states.count(ACTIVE) + states.count(DRAINING)
+        _expect(group.n_connecting == states.count(CONNECTING)
+                and group.n_active == busy and n_idle == states.count(IDLE),
+                f"{key}: counters {group.n_connecting}/{n_idle}/{group.n_active} disagree "
+                f"with connection states {sorted(states)}")
+        _expect(group.n_open <= group.per_host, f"{key}: {group.n_open} open > per-host limit "
+                                                f"{group.per_host}")
+        bucket = group.bucket
+        _expect(group.lru is (self._idle_lru if bucket is None else bucket.idle),
+                f"{key}: idle connections kept in another class's list")
+        for conn in group.conns:
+            # A multiplexed peer may lower its limit below the streams in flight.
+            _expect(conn.in_use >= 0 and (conn.in_use <= conn.capacity or conn.multiplexed),
+                    f"{conn!r}: in_use {conn.in_use} outside 0..{conn.capacity}")
+            _expect((conn.in_use > 0) == (conn.state in (ACTIVE, DRAINING)),
+                    f"{conn!r}: in_use {conn.in_use} in state {conn.state}")
+            room = conn.state is ACTIVE and conn.in_use < conn.capacity
+            _expect(conn.spare == room == (conn in group.spare),
+                    f"{conn!r}: spare list out of step")
+            _expect(conn.state is CONNECTING
+                    or conn.plain == (conn.capacity == 1 and bucket is None),
+                    f"{conn!r}: `plain` out of step with its capacity and route")
+        live = [t for t in group.waiters if t.state is WAITING]
+        _expect(len(live) == group.n_waiting,
+                f"{key}: n_waiting {group.n_waiting} != {len(live)} live tickets")
+        _expect(all(a.seq < b.seq for a, b in itertools.pairwise(live)),
+                f"{key}: waiters out of FIFO order")
+        _expect(not (live and (group.idle or group.spare)),
+                f"{key}: free connections while requests wait")
+        _expect(all(c.state is IDLE and c in group.lru for c in group.idle),
+                f"{key}: idle stack holds a connection that is not idle")
+        if group.wants_connection():
+            _expect(self.n_open >= self._max or (bucket is not None and bucket.is_full),
+                    f"{key}: waiters uncovered although a connection could be opened")
+            _expect(self._victim(group, None) is None,
+                    f"{key}: waiters uncovered although an idle connection's slot is theirs")
+            _expect(group.blocked_key is not None,
+                    f"{key}: waiters uncovered but not queued for a slot")
+            if bucket is not None and not bucket.is_full:
+                _expect(bucket.blocked_key is not None,
+                        f"{key}: waits for a slot of the pool, its route is not queued for one")
+
+    def _check_bucket(self, bucket: Bucket) -> None:
+        groups = [g for g in self._groups.values() if g.bucket is bucket]
+        n_open = sum(g.n_open for g in groups)
+        _expect(n_open == bucket.n_open, f"{bucket!r}: open count != sum over its keys {n_open}")
+        _expect(n_open <= bucket.max, f"{bucket!r}: {n_open} open > its max_connections")
+        idle = sum(len(g.idle) for g in groups)
+        _expect(idle == len(bucket.idle), f"{bucket!r}: idle list out of step with its keys'")
+        _expect(idle <= bucket.settings.keepalive_max,
+                f"{bucket!r}: {idle} idle > its max_keepalive_connections")
+        _expect(all(c.group.bucket is bucket and c.state is IDLE for c in bucket.idle),
+                f"{bucket!r}: idle list holds another's or a busy connection")
+        busy = sum(g.n_waiting > 0 or g.n_active > 0 for g in groups)
+        _expect(busy == bucket.n_busy, f"{bucket!r}: {bucket.n_busy} keys counted as busy, "
+                                       f"{busy} are")
 
     # -- internals ---------------------------------------------------------------------------
     def _group(self, key: PoolKey) -> Group:
@@ -579,19 +701,53 @@ class PoolState:
                 self._groups = {k: g for k, g in self._groups.items()
                                 if g.conns or g.n_waiting or g.blocked_key is not None}
                 self._prune_at = max(1024, 2 * len(self._groups))
-            expect = self._streams if "h2" in key.protocols else 1
-            group = self._groups[key] = Group(key, expect)
+            # A client's route sets these on the keys it makes (see _route.Route.key).
+            limits = getattr(key, "limits", None)
+            if limits is None:
+                group = Group(key, self._own, self._idle_lru)
+            else:
+                bucket = self._bucket(key, limits)
+                group = Group(key, bucket.settings, bucket.idle, bucket)
+            self._groups[key] = group
         return group
+
+    def _bucket(self, key: PoolKey, limits: Limits) -> Bucket:
+        """The bucket of `key`'s route (made on its first key); one of its own for a key
+        with limits but no route name."""
+        name = getattr(key, "bucket", None)
+        ident = ("route", name) if name is not None else ("key", str(key))
+        bucket = self._buckets.get(ident)
+        if bucket is None:
+            bucket = self._buckets[ident] = Bucket(key.label if name is None else name, limits)
+            self._bucket_list.append(bucket)
+        elif bucket.limits != limits:
+            raise PoolStateError(f"route {bucket.name}: keys with different limits "
+                                 f"({bucket.limits} and {limits})")
+        return bucket
+
+    def _busier(self, group: Group) -> None:
+        """`group` got its first request in flight or waiting."""
+        self._n_busy += 1
+        if group.bucket is not None:
+            group.bucket.n_busy += 1
+
+    def _quieter(self, group: Group) -> None:
+        """`group` has nothing in flight or waiting any more."""
+        self._n_busy -= 1
+        if group.bucket is not None:
+            group.bucket.n_busy -= 1
 
     def _assign(self, conn: Conn) -> None:
         """One more request on `conn` (IDLE, or ACTIVE with room); in the same step it stops
         looking free."""
         group = conn.group
         if conn.state is IDLE:
-            move(conn, ACTIVE)
+            conn.state = ACTIVE  # idle -> active, in CONN_STEPS: inline, on the routes' fast path
             group.n_active += 1
             if group.n_active == 1 and not group.n_waiting:
                 self._n_busy += 1
+                if group.bucket is not None:
+                    group.bucket.n_busy += 1
         conn.in_use += 1
         if conn.in_use < conn.capacity:
             if not conn.spare:
@@ -625,18 +781,23 @@ class PoolState:
             actions.append(Assign(head, conn))
 
     def _make_available(self, conn: Conn, now: float, actions: list[Action]) -> None:
-        """An IDLE `conn`, on no list, goes to a waiter, to another key's group, or idle."""
+        """An IDLE `conn`, on no list, goes to a waiter, to another key's group (of its own
+        route first), or idle."""
         group = conn.group
-        blocked = self._blocked_top() if self._blocked else None
+        bucket = group.bucket
+        if bucket is not None and bucket.blocked:
+            top = self._top(bucket.blocked)
+            if top is not None and top is not group and self._may_take(top, conn, now):
+                # Off its heap before the close: filed anew, the giver (now holding one
+                # less) could otherwise come out on top and take the slot back.
+                heapq.heappop(bucket.blocked)
+                top.blocked_key = None
+                self._hand_slot(conn, top, now, actions)
+                return
+        blocked = self._top(self._blocked) if self._blocked else None
         if blocked is not None and blocked is not group and self._may_take(blocked, conn, now):
-            # The slot goes to `blocked` itself: filed anew, the giver (now holding one less)
-            # could otherwise come out on top and take it back.
-            self._close(conn, actions, f"its slot went to {blocked.key.label}")
-            heapq.heappop(self._blocked)  # `blocked` is the top
-            blocked.blocked_key = None
-            self._provide(blocked, now, actions)
-            if group.wants_connection(self._per_host):
-                self._block(group)
+            self._pop_root()
+            self._hand_slot(conn, blocked, now, actions)
             return
         self._hand_to_waiters(conn, actions)
         if conn.state is not IDLE:
@@ -645,120 +806,256 @@ class PoolState:
             self._close(conn, actions, "a waiter of its origin needs a new connection")
             self._slot_freed(group, now, actions)
             return
-        if len(self._idle_lru) >= self._keepalive_max:
-            if not self._idle_lru:  # max_keepalive_connections == 0
+        lru = group.lru
+        if len(lru) >= group.keepalive_max:
+            if not lru:  # max_keepalive_connections == 0
                 self._close(conn, actions, "keep-alive is off")
                 self._slot_freed(group, now, actions)
                 return
-            oldest, _ = self._idle_lru.popitem(last=False)
+            oldest, _ = lru.popitem(last=False)
             oldest.group.idle.remove(oldest)
             self._close(oldest, actions, "the oldest idle one, over max_keepalive_connections")
             group.idle.append(conn)
-            self._idle_lru[conn] = None
-            self._give_slots(now, actions)  # the one it closed may be wanted elsewhere
+            lru[conn] = None
+            self._give_slots(now, actions, bucket)  # the one it closed may be wanted elsewhere
             return
         group.idle.append(conn)
-        self._idle_lru[conn] = None
+        lru[conn] = None
+
+    def _hand_slot(self, conn: Conn, taker: Group, now: float, actions: list[Action]) -> None:
+        """Close IDLE `conn` (on no list) and open a connection for `taker` (taken off its
+        heap) in its slot."""
+        giver = conn.group
+        self._close(conn, actions, f"its slot went to {taker.key.label}")
+        self._provide(taker, now, actions)
+        if giver.wants_connection():
+            self._block(giver)
 
     def _may_take(self, taker: Group, conn: Conn, now: float | None) -> bool:
         """Whether the blocked group `taker` may have `conn`'s slot (`conn` is IDLE and of
-        another group): the fairness rule of the module docstring. (`now` None: leave out
-        the rule that depends on the time, as `check_invariants` must.)"""
+        another group): the fairness rule of the module docstring, among the keys of their
+        route if they share one, else among all. (`now` None: leave out the rule that
+        depends on the time, as `check_invariants` must.)"""
         giver = conn.group
         if giver.n_waiting and not conn.requests:
             return False  # opened for its own group's waiters just now: it serves them
+        bucket = taker.bucket
+        if bucket is None or giver.bucket is not bucket:
+            if bucket is not None and bucket.n_open >= bucket.max:
+                return False  # its route is at its limit: this slot would not let it open one
+            limit, busy = self._max, self._n_busy
+        else:
+            limit, busy = min(bucket.max, self._max), bucket.n_busy
         held = taker.n_open
         if held == 0:
             return True  # nobody starves
-        if held >= max(1, self._max // max(1, self._n_busy)):
+        if held >= max(1, limit // max(1, busy)):
             return False  # it has its fair share already
         if (now is not None and not giver.n_waiting and not giver.n_active
                 and now - conn.idle_since >= SPARE_AFTER):
             return True  # nothing in flight or waiting there for a while: it is spare
         return giver.n_open >= held + 2
 
+    def _victim(self, group: Group, now: float | None) -> Conn | None:
+        """The idle connection to close so that `group`, which wants a connection and may not
+        open one (its route or the pool is full), may open one in its slot; None if no
+        connection's slot is its to take."""
+        bucket = group.bucket
+        own = None
+        if bucket is not None:
+            own = next(iter(bucket.idle), None)
+            if bucket.n_open >= bucket.max:  # only a slot of its own route will do
+                return own if own is not None and self._may_take(group, own, now) else None
+        if self.n_open < self._max:
+            return None
+        # The least recently used idle connection, of another key (this one has waiters, so
+        # it has none idle); failing that, the oldest of its own route, whose fair share is
+        # reckoned among that route's keys.
+        oldest = self._oldest_idle()
+        if oldest is not None and self._may_take(group, oldest, now):
+            return oldest
+        if own is not None and own is not oldest and self._may_take(group, own, now):
+            return own
+        return None
+
     def _provide(self, group: Group, now: float, actions: list[Action],
                  ticket: Ticket | None = None) -> None:
         """Open connections for `group`'s waiters that none being opened covers yet."""
-        while group.wants_connection(self._per_host):
-            if self.n_open >= self._max:
-                # Room is made by closing the least recently used idle connection, which
-                # belongs to another key (this one has waiters, so it has none idle), if the
-                # fairness rule lets this group have its slot.
-                oldest = next(iter(self._idle_lru), None)
-                if oldest is None or not self._may_take(group, oldest, now):
+        bucket = group.bucket
+        while group.wants_connection():
+            if self.n_open >= self._max or (bucket is not None and bucket.n_open >= bucket.max):
+                victim = self._victim(group, now)
+                if victim is None:
                     self._block(group)
                     return
-                del self._idle_lru[oldest]
-                oldest.group.idle.remove(oldest)
-                self._close(oldest, actions, f"its slot went to {group.key.label}")
+                self._unpark(victim)
+                self._close(victim, actions, f"its slot went to {group.key.label}")
             conn = Conn(group, now)
             group.conns.add(conn)
             group.connecting.append(conn)
             self.n_open += 1
+            if bucket is not None:
+                bucket.n_open += 1
             actions.append(Open(conn, ticket if ticket is not None else self._head(group)))
             ticket = None
 
     def _slot_freed(self, group: Group, now: float, actions: list[Action]) -> None:
-        """A connection of `group` went away: the neediest group that wants a slot gets it."""
-        if group.wants_connection(self._per_host):
+        """A connection of `group` went away: the neediest group that wants a slot gets it
+        (of its route first)."""
+        if group.wants_connection():
             self._block(group)
-        self._give_slots(now, actions)
-        self._rebalance(now, actions)
+        self._give_slots(now, actions, group.bucket)
+        self._rebalance(now, actions, group.bucket)
 
-    def _give_slots(self, now: float, actions: list[Action]) -> None:
+    def _give_slots(self, now: float, actions: list[Action], first: Bucket | None = None) -> None:
+        """Free slots of the pool go to the neediest blocked groups: to those of bucket
+        `first` (whose connection just closed) while it has room, then to any."""
+        if first is not None and first.blocked:
+            while self.n_open < self._max and first.n_open < first.max:
+                top = self._top(first.blocked)
+                if top is None:
+                    break
+                heapq.heappop(first.blocked)
+                top.blocked_key = None
+                self._provide(top, now, actions)
         while self._blocked and self.n_open < self._max:
-            top = self._blocked_top()
+            top = self._top(self._blocked)
             if top is None:
                 break
-            heapq.heappop(self._blocked)
-            top.blocked_key = None
+            self._pop_root()
             self._provide(top, now, actions)
 
-    def _rebalance(self, now: float, actions: list[Action]) -> None:
+    def _rebalance(self, now: float, actions: list[Action], bucket: Bucket | None = None) -> None:
         """After a group went quiet (fewer busy groups: larger shares), blocked groups may
-        take idle connections they could not take before. (Nothing to do, and no work, while
-        nobody is blocked or nothing is idle.)"""
-        while self._blocked and self._idle_lru:
-            top = self._blocked_top()
+        take idle connections they could not take before: of `bucket`'s keys within it, then
+        of the pool. (Nothing to do, and no work, while nobody is blocked or nothing is idle.)"""
+        if bucket is not None and bucket.blocked and bucket.idle:
+            self._rebalance_bucket(bucket, now, actions)
+        while self._blocked:
+            if self.n_open < self._max:  # a slot is free (a full route's heap entry was dropped)
+                self._give_slots(now, actions)
+                continue
+            top = self._top(self._blocked)
             if top is None:
                 return
-            oldest = next(iter(self._idle_lru))
-            if not self._may_take(top, oldest, now):
+            victim = self._victim(top, now)
+            if victim is None:
                 return
-            del self._idle_lru[oldest]
-            oldest.group.idle.remove(oldest)
-            self._close(oldest, actions, f"its slot went to {top.key.label}")
-            self._give_slots(now, actions)
+            self._pop_root()
+            self._unpark(victim)
+            self._close(victim, actions, f"its slot went to {top.key.label}")
+            self._provide(top, now, actions)
+
+    def _rebalance_bucket(self, bucket: Bucket, now: float, actions: list[Action]) -> None:
+        """The same within one route: its neediest blocked key may take the slot of its
+        oldest idle connection."""
+        while bucket.blocked and bucket.idle:
+            top = self._top(bucket.blocked)
+            if top is None:
+                return
+            victim = None
+            if bucket.n_open >= bucket.max or self.n_open >= self._max:
+                victim = next(iter(bucket.idle))
+                if not self._may_take(top, victim, now):
+                    return
+            heapq.heappop(bucket.blocked)
+            top.blocked_key = None
+            if victim is not None:
+                self._unpark(victim)
+                self._close(victim, actions, f"its slot went to {top.key.label}")
+            self._provide(top, now, actions)
 
     def _block(self, group: Group) -> None:
-        """File `group` in the blocked heap, or re-file it if it became needier."""
+        """File `group` in its blocked heap (its bucket's, or the pool's), or re-file it if it
+        became needier; a bucket with room is filed in the pool's heap for it."""
         key = (group.n_open, self._head(group).seq)
-        if group.blocked_key is None or key < group.blocked_key:
-            group.blocked_key = key
-            heapq.heappush(self._blocked, (key[0], key[1], next(self._tie), group))
+        bucket = group.bucket
+        if bucket is None:
+            self._file(self._blocked, group, key)
+            return
+        self._file(bucket.blocked, group, key)
+        self._file_bucket(bucket)
 
-    def _blocked_top(self) -> Group | None:
-        """The neediest blocked group, after dropping stale heap entries and re-filing the
-        top under its current (connections held, oldest waiter)."""
-        blocked = self._blocked
-        while blocked:
-            held, seq, _, group = blocked[0]
-            filed = group.blocked_key
+    def _file(self, heap: Heap, entry: Group | Bucket,
+              key: tuple[int, int]) -> None:
+        if entry.blocked_key is None or key < entry.blocked_key:
+            entry.blocked_key = key
+            heapq.heappush(heap, (key[0], key[1], next(self._tie), entry))
+
+    def _file_bucket(self, bucket: Bucket) -> None:
+        """If `bucket` has room and keys that want a connection, file it in the pool's heap
+        under its neediest one: its keys wait for a slot of the pool now."""
+        if bucket.n_open < bucket.max:
+            top = self._top(bucket.blocked)
+            if top is not None:
+                assert top.blocked_key is not None
+                self._file(self._blocked, bucket, top.blocked_key)
+
+    def _top(self, heap: Heap) -> Group | None:
+        """The neediest blocked group of `heap` (the pool's, or a bucket's), after dropping
+        stale entries and re-filing the top under its current (connections held, oldest
+        waiter). A bucket in the pool's heap stands for its own neediest group; one that is
+        full is dropped (its groups wait in its heap for its slots)."""
+        while heap:
+            held, seq, _, entry = heap[0]
+            filed = entry.blocked_key
             if filed is None or filed[0] != held or filed[1] != seq:
-                heapq.heappop(blocked)  # superseded by a newer entry, or no longer blocked
+                heapq.heappop(heap)  # superseded by a newer entry, or no longer blocked
                 continue
-            if not group.wants_connection(self._per_host):
-                heapq.heappop(blocked)
-                group.blocked_key = None
-                continue
-            current = (group.n_open, self._head(group).seq)
+            if isinstance(entry, Group):
+                group: Group | None = entry
+                if not entry.wants_connection():
+                    heapq.heappop(heap)
+                    entry.blocked_key = None
+                    continue
+                current = (entry.n_open, self._head(entry).seq)
+            else:
+                group = None if entry.n_open >= entry.max else self._top(entry.blocked)
+                if group is None:
+                    heapq.heappop(heap)
+                    entry.blocked_key = None
+                    continue
+                assert group.blocked_key is not None
+                current = group.blocked_key
             if current != filed:
-                group.blocked_key = current
-                heapq.heapreplace(blocked, (current[0], current[1], next(self._tie), group))
+                entry.blocked_key = current
+                heapq.heapreplace(heap, (current[0], current[1], next(self._tie), entry))
                 continue
             return group
         return None
+
+    def _pop_root(self) -> None:
+        """Take the top of the pool's heap (just returned by `_top`) off it; a bucket's, its
+        neediest group off the bucket's heap, and the bucket filed anew for the others."""
+        _, _, _, entry = heapq.heappop(self._blocked)
+        entry.blocked_key = None
+        if isinstance(entry, Bucket):
+            _, _, _, group = heapq.heappop(entry.blocked)  # a group: buckets hold no buckets
+            group.blocked_key = None
+            self._file_bucket(entry)
+
+    def _oldest_idle(self) -> Conn | None:
+        """The least recently used idle connection of the pool (of any route)."""
+        oldest = next(iter(self._idle_lru), None)
+        for bucket in self._bucket_list:
+            conn = next(iter(bucket.idle), None)
+            if conn is not None and (oldest is None or conn.idle_since < oldest.idle_since):
+                oldest = conn
+        return oldest
+
+    def _has_idle(self) -> bool:
+        return bool(self._idle_lru) or any(bucket.idle for bucket in self._bucket_list)
+
+    def _idle_classes(self) -> list[tuple[OrderedDict[Conn, None], float]]:
+        """Each list of idle connections (oldest first) with its keepalive_expiry."""
+        return [(self._idle_lru, self._expiry), *((bucket.idle, bucket.settings.expiry)
+                                                 for bucket in self._bucket_list)]
+
+    def _unpark(self, conn: Conn) -> None:
+        """Take IDLE `conn` off its idle lists."""
+        group = conn.group
+        group.idle.remove(conn)
+        del group.lru[conn]
 
     def _head(self, group: Group) -> Ticket:
         """The oldest live waiter of `group`, which must have one."""
@@ -779,7 +1076,7 @@ class PoolState:
         group.n_waiting -= 1
         self.n_waiting -= 1
         if not group.n_waiting and not group.n_active:
-            self._n_busy -= 1
+            self._quieter(group)
 
     def _retire(self, conn: Conn, now: float, reason: str) -> list[Action]:
         """Close `conn` (on no idle list) and hand its slot on."""
@@ -802,7 +1099,7 @@ class PoolState:
         if conn.state is ACTIVE or conn.state is DRAINING:
             group.n_active -= 1
             if not group.n_active and not group.n_waiting:
-                self._n_busy -= 1
+                self._quieter(group)
             conn.in_use = 0
         if conn.spare:
             conn.spare = False
@@ -810,6 +1107,12 @@ class PoolState:
         move(conn, CLOSED)
         group.conns.discard(conn)
         self.n_open -= 1
+        bucket = group.bucket
+        if bucket is not None:
+            bucket.n_open -= 1
+            if bucket.blocked and not self.is_closed:
+                # Its route has room again: its waiters wait for a slot of the pool now.
+                self._file_bucket(bucket)
 
 
 def _expect(condition: bool, message: str) -> None:

@@ -9,16 +9,19 @@ goes through `move()` / `move_ticket()`, which raise `PoolStateError` on anythin
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from .._config import Limits
 
 __all__ = [
     "ACTIVE", "ASSIGNED", "CANCELLED", "CLOSED", "CONNECTING", "CONN_STEPS", "DRAINING",
-    "FAILED", "IDLE", "NEW", "NO_ACTIONS", "TICKET_STEPS", "WAITING", "Action", "Assign", "Close",
-    "Conn", "Fail", "Group", "Open", "PoolKey", "PoolStateError", "PoolStats", "Ticket", "move",
-    "move_ticket",
+    "FAILED", "IDLE", "NEW", "NO_ACTIONS", "TICKET_STEPS", "WAITING", "Action", "Assign", "Bucket",
+    "Close", "Conn", "Fail", "Group", "Heap", "Open", "PoolKey", "PoolStateError", "PoolStats",
+    "Settings", "Ticket", "move", "move_ticket",
 ]
 
 # -- connection states ----------------------------------------------------------------------
@@ -80,6 +83,10 @@ class PoolKey(str):
     so hashing and comparing it cost what the origin string did: str caches its hash, and a
     Python-level `__hash__` on every pool look-up was a measurable part of the fast path.
     `label` names the key in `PoolStats.per_host`: the origin, and the proxy if any.
+
+    A client's route also sets `limits` (its mount's own `Limits`, or None) and `bucket` (the
+    name of that route) on the keys it makes; the pool reads them once, when it first sees
+    the key (a key without them is under the pool's own limits).
     """
 
     origin: str
@@ -119,7 +126,7 @@ class Conn:
     """
 
     __slots__ = ("capacity", "created_at", "expires_at", "group", "id", "idle_since", "in_use",
-                 "io", "multiplexed", "pooled", "requests", "spare", "state")
+                 "io", "multiplexed", "plain", "pooled", "requests", "spare", "state")
 
     _ids = itertools.count(1)
 
@@ -127,6 +134,8 @@ class Conn:
         self.group = group
         self.state: str = CONNECTING
         self.capacity = 1
+        # Capacity 1 and its key under the pool's own limits: `checkout` hands it out inline.
+        self.plain = False
         self.multiplexed = False  # HTTP/2: requests are streams, `capacity` the peer's limit
         self.in_use = 0
         self.spare = False  # on its group's list of active connections with room for more
@@ -174,18 +183,87 @@ class Ticket:
         return f"<Ticket #{self.seq} {self.key.label} {self.state}>"
 
 
+# A heap of blocked groups (and, in the pool's, buckets): (connections held, oldest waiter's
+# arrival number, tie-break, entry); see Group.blocked_key.
+Heap = list[tuple[int, int, int, "Group | Bucket"]]
+
+
+class Settings:
+    """What the limits of one key's class say, resolved once: the pool's own `Limits` for a key
+    without a route of its own, its route's for the others."""
+
+    __slots__ = ("expiry", "keepalive_max", "per_host", "streams")
+
+    def __init__(self, limits: Limits) -> None:
+        self.per_host = limits.max_connections_per_host or limits.max_connections
+        self.expiry = limits.keepalive_expiry
+        # An expiry of 0 s keeps nothing idle either: both mean "no keep-alive".
+        self.keepalive_max = limits.keepalive_limit if self.expiry > 0 else 0
+        self.streams = limits.max_concurrent_streams
+
+
+class Bucket:
+    """The keys of one route with limits of its own (a client's mount): its `max_connections`
+    bounds their open connections together, its `max_keepalive_connections` their idle ones.
+
+    Its keys' groups that want a connection wait in `blocked`, a heap like the pool's, by
+    (connections held, oldest waiter). While the bucket has room and one of them waits for a
+    slot of the pool, the bucket itself is filed in the pool's heap under its top entry
+    (`blocked_key`), so it competes there as one entry and never while it is at its limit.
+    """
+
+    __slots__ = ("blocked", "blocked_key", "idle", "limits", "max", "n_busy", "n_open", "name",
+                 "settings")
+
+    def __init__(self, name: str, limits: Limits) -> None:
+        self.name = name
+        self.limits = limits
+        self.settings = Settings(limits)
+        self.max = limits.max_connections
+        self.n_open = 0  # connections of its keys, connecting ones included
+        self.n_busy = 0  # its keys with a request in flight or waiting
+        self.idle: OrderedDict[Conn, None] = OrderedDict()  # its idle connections, oldest first
+        self.blocked: Heap = []  # of its groups only
+        self.blocked_key: tuple[int, int] | None = None  # its entry in the pool's heap
+
+    @property
+    def is_full(self) -> bool:
+        return self.n_open >= self.max
+
+    def __repr__(self) -> str:
+        return f"<Bucket {self.name} {self.n_open}/{self.max}>"
+
+
 class Group:
-    """The connections of one pool key: idle stack, active ones with room, FIFO of waiters."""
+    """The connections of one pool key: idle stack, active ones with room, FIFO of waiters.
 
-    __slots__ = ("blocked_key", "closed", "connecting", "conns", "created", "expect", "idle",
-                 "key", "n_active", "n_waiting", "reused", "spare", "waiters")
+    `bucket` is its route's when that route has limits of its own (else None), and the
+    settings below are that route's or the pool's: `per_host`, `expiry`, `streams`, and
+    `keepalive_max` with `lru`, the idle limit and the idle connections (oldest first) of the
+    class it belongs to -- its bucket, or every key of the pool without one.
+    """
 
-    def __init__(self, key: PoolKey, expect: int = 1) -> None:
+    __slots__ = ("blocked_key", "bucket", "closed", "connecting", "conns", "created", "expect",
+                 "expiry", "idle", "keepalive_max", "keeps_alive", "key", "lru", "n_active",
+                 "n_waiting", "per_host", "plain", "reused", "spare", "streams", "waiters")
+
+    def __init__(self, key: PoolKey, settings: Settings, lru: OrderedDict[Conn, None],
+                 bucket: Bucket | None = None) -> None:
         self.key = key
+        self.bucket = bucket
+        self.per_host = settings.per_host
+        self.expiry = settings.expiry
+        self.keepalive_max = settings.keepalive_max
+        # Whether a connection may carry another request once nothing is in flight on it.
+        self.keeps_alive = settings.keepalive_max > 0
+        # Under the pool's own limits, with keep-alive: the fast path's case, one test.
+        self.plain = bucket is None and self.keeps_alive
+        self.streams = settings.streams
+        self.lru = lru
         # How many waiters one connection being opened covers: 1 for HTTP/1.1; for a key that
         # may speak HTTP/2, the capacity its last connection reported (at first the client's
         # stream limit), so a burst of requests opens one connection, not one each.
-        self.expect = expect
+        self.expect = settings.streams if "h2" in key.protocols else 1
         self.conns: set[Conn] = set()  # every open one: connecting, idle, active, draining
         self.idle: list[Conn] = []  # oldest first, most recently used last
         self.spare: list[Conn] = []  # active, in_use < capacity (multiplexed connections only)
@@ -193,7 +271,8 @@ class Group:
         self.n_waiting = 0  # live tickets in `waiters`
         self.connecting: list[Conn] = []  # being opened, oldest first
         self.n_active = 0  # active or draining
-        # (connections held, oldest waiter) under which it is filed in the blocked heap.
+        # (connections held, oldest waiter) under which it is filed in its blocked heap: its
+        # bucket's, or the pool's for a key without one.
         self.blocked_key: tuple[int, int] | None = None
         self.created = self.reused = self.closed = 0
 
@@ -205,10 +284,10 @@ class Group:
     def n_connecting(self) -> int:
         return len(self.connecting)
 
-    def wants_connection(self, per_host: int) -> bool:
+    def wants_connection(self) -> bool:
         """More waiters than connections being opened cover, and room to open one."""
         return (self.n_waiting > len(self.connecting) * self.expect
-                and len(self.conns) < per_host)
+                and len(self.conns) < self.per_host)
 
 
 class Open:

@@ -94,6 +94,7 @@ class SyncPool:
         self.dialer = SyncDialer(config)
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
         self._stop_reaper = threading.Event()
+        self._nudge_reaper = threading.Event()  # wakes it to look again (or to stop)
         _POOLS.add(self)
 
     def reset_after_fork(self) -> None:
@@ -107,6 +108,7 @@ class SyncPool:
         self.dialer = SyncDialer(self.config)
         self._reaper = None  # threads do not survive a fork
         self._stop_reaper = threading.Event()
+        self._nudge_reaper = threading.Event()
 
     @property
     def dns_lookups(self) -> int:
@@ -259,10 +261,13 @@ class SyncPool:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
             if actions:
                 self._apply(actions, None)
-            if (self._reaper is None and reusable and self.state.keeps_alive
-                    and not self.state.is_closed):
-                reaper = self._reaper = threading.Thread(
-                    target=self._reap, name="poolhttp-expiry", daemon=True)
+            if reusable and not self.state.is_closed:
+                if self._reaper is None:
+                    if self.state.next_expiry() is not None:
+                        reaper = self._reaper = threading.Thread(
+                            target=self._reap, name="poolhttp-expiry", daemon=True)
+                elif conn.group.bucket is not None:  # a mount's expiry may be sooner
+                    self._nudge_reaper.set()
         if reaper is not None:
             reaper.start()  # outside the lock: starting a thread waits for it to run
 
@@ -272,7 +277,7 @@ class SyncPool:
     # starts another) and when the pool closes.
 
     def _reap(self) -> None:
-        stop = self._stop_reaper
+        stop, nudge = self._stop_reaper, self._nudge_reaper
         while True:
             with self.lock:
                 if self.state.is_closed or self._reaper is not threading.current_thread():
@@ -282,7 +287,9 @@ class SyncPool:
                 if when is None:
                     self._reaper = None
                     return
-            if stop.wait(max(0.0, when - time.monotonic()) + 0.001):
+            nudge.wait(max(0.0, when - time.monotonic()) + 0.001)  # or sooner, when nudged
+            nudge.clear()
+            if stop.is_set():
                 return
 
     # -- connecting --------------------------------------------------------------------------
@@ -325,7 +332,7 @@ class SyncPool:
                                 ticket)
                 return
             conn.io = SyncConnection(self, conn, plan.origin.key, sock)
-            keeps_alive = self.state.keeps_alive
+            keeps_alive = self.state.keeps_alive_for(conn.key)  # a mount may say otherwise
             if conn.key.proxy is not None or not keeps_alive:
                 conn.io.encoder = route.encoder(plan.origin, self.encoders, not keeps_alive)
             with self.lock:
@@ -374,6 +381,7 @@ class SyncPool:
             self._apply(self.state.close_all(), None)
             reaper, self._reaper = self._reaper, None
         self._stop_reaper.set()
+        self._nudge_reaper.set()
         with self.lock:
             readers, self._h2 = list(self._h2), set()
         for h2 in readers:
