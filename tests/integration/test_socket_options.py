@@ -18,12 +18,23 @@ OPTIONS = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
 
 
 def sockets_to(port: int) -> list[socket.socket]:
-    """This process's TCP sockets connected to 127.0.0.1:`port` (duplicates: close them)."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
+    """This process's TCP sockets connected to 127.0.0.1:`port`, each once (duplicates of
+    their descriptors: close them)."""
+    found: list[socket.socket] = []
+    seen: set[int] = set()
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
         try:
-            sock = socket.socket(fileno=os.dup(int(name)))
-        except OSError:
+            inode = os.fstat(fd).st_ino
+        except OSError:  # the descriptor that listed the directory, closed since
+            continue
+        if inode in seen:
+            continue
+        seen.add(inode)
+        copy = os.dup(fd)
+        try:
+            sock = socket.socket(fileno=copy)
+        except OSError:  # not a socket: the copy is ours to close
+            os.close(copy)
             continue
         try:
             if sock.type == socket.SOCK_STREAM and sock.getpeername()[1:2] == (port,):
