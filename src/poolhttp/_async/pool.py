@@ -174,11 +174,8 @@ class AsyncPool:
         actions = self.state.released(conn, reusable, self.loop.time(), keepalive)
         if actions:
             self.apply(actions)
-        if reusable:
-            if self._expiry_timer is None:
-                self._arm_expiry()
-            elif conn.group.bucket is not None:  # a mount's keepalive_expiry may be due sooner
-                self._arm_sooner()
+        if self._expiry_timer is None and reusable:
+            self._arm_expiry()
 
     def _keep_session(self, conn: Conn) -> None:
         """Keep the TLS session of `conn` (its first response has come, and with it a TLS
@@ -437,13 +434,6 @@ class AsyncPool:
     def _arm_expiry(self) -> None:
         when = self.state.next_expiry()
         if when is not None:
-            self._expiry_timer = self.loop.call_at(when, self._on_expiry)
-
-    def _arm_sooner(self) -> None:
-        timer = self._expiry_timer
-        when = self.state.next_expiry()
-        if timer is not None and when is not None and when < timer.when():
-            timer.cancel()
             self._expiry_timer = self.loop.call_at(when, self._on_expiry)
 
     def _on_expiry(self) -> None:

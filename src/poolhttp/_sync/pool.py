@@ -94,7 +94,7 @@ class SyncPool:
         self.dialer = SyncDialer(config)
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
         self._stop_reaper = threading.Event()
-        self._nudge_reaper = threading.Event()  # wakes it to look again (or to stop)
+        self._nudge_reaper = threading.Event()  # wakes it early: to stop
         _POOLS.add(self)
 
     def reset_after_fork(self) -> None:
@@ -261,13 +261,10 @@ class SyncPool:
             actions = self.state.released(conn, reusable, time.monotonic(), keepalive)
             if actions:
                 self._apply(actions, None)
-            if reusable and not self.state.is_closed:
-                if self._reaper is None:
-                    if self.state.next_expiry() is not None:
-                        reaper = self._reaper = threading.Thread(
-                            target=self._reap, name="poolhttp-expiry", daemon=True)
-                elif conn.group.bucket is not None:  # a mount's expiry may be sooner
-                    self._nudge_reaper.set()
+            if (self._reaper is None and reusable and not self.state.is_closed
+                    and self.state.next_expiry() is not None):
+                reaper = self._reaper = threading.Thread(
+                    target=self._reap, name="poolhttp-expiry", daemon=True)
         if reaper is not None:
             reaper.start()  # outside the lock: starting a thread waits for it to run
 
