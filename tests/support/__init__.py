@@ -17,9 +17,12 @@ import gc
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-__all__ = ["listening_socket", "no_fd_leak", "open_fd_count"]
+T = TypeVar("T")
+
+__all__ = ["listening_socket", "no_fd_leak", "open_fd_count", "poll_until"]
 
 
 def _fd_directory() -> str:
@@ -71,3 +74,17 @@ def listening_socket(host: str = "127.0.0.1") -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def poll_until(read: Callable[[], T], predicate: Callable[[T], bool], timeout: float,
+               what: str) -> T:
+    """Call `read` every 10 ms until `predicate` holds for what it returns (returned);
+    TimeoutError naming `what` and the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if predicate(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the {what} did not reach the expected state: {value}")
+        time.sleep(0.01)

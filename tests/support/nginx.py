@@ -43,8 +43,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
+from . import poll_until
 from .certs import CertBundle, make_certs
 
 __all__ = [
@@ -71,9 +72,6 @@ _STATUS_RE = re.compile(
     rb"server accepts handled requests\s*(\d+)\s+(\d+)\s+(\d+)\s*"
     rb"Reading:\s*(\d+)\s*Writing:\s*(\d+)\s*Waiting:\s*(\d+)"
 )
-
-
-_Entry = TypeVar("_Entry")
 
 
 class NginxError(RuntimeError):
@@ -678,7 +676,7 @@ class Nginx:
         self, predicate: Callable[[list[SessionLogEntry]], bool], timeout: float = 5.0
     ) -> list[SessionLogEntry]:
         """Poll `session_log()` until `predicate` holds for it; returns the entries."""
-        return _poll(self.session_log, predicate, timeout, "session log")
+        return poll_until(self.session_log, predicate, timeout, "session log")
 
     @property
     def uds_path(self) -> str:
@@ -712,7 +710,7 @@ class Nginx:
         self, predicate: Callable[[list[UdsLogEntry]], bool], timeout: float = 5.0
     ) -> list[UdsLogEntry]:
         """Poll `uds_log()` until `predicate` holds for it; returns the entries."""
-        return _poll(self.uds_log, predicate, timeout, "Unix-socket log")
+        return poll_until(self.uds_log, predicate, timeout, "Unix-socket log")
 
     @property
     def ca_path(self) -> str:
@@ -808,22 +806,6 @@ class Nginx:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"nginx stats did not reach the expected state: {stats}")
             time.sleep(0.01)
-
-
-def _poll(
-    read: Callable[[], list[_Entry]],
-    predicate: Callable[[list[_Entry]], bool],
-    timeout: float,
-    what: str,
-) -> list[_Entry]:
-    deadline = time.monotonic() + timeout
-    while True:
-        entries = read()
-        if predicate(entries):
-            return entries
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"the {what} did not reach the expected state: {entries}")
-        time.sleep(0.01)
 
 
 def _identity() -> str:

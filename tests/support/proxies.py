@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Literal, get_args
 from urllib.parse import quote, urlsplit
 
+from . import poll_until
 from .certs import CertBundle
 
 __all__ = [
@@ -513,14 +514,7 @@ class Tinyproxy(_ProcessProxy):
         self, predicate: Callable[[TinyproxyLog], bool], since: int = 0, timeout: float = 5.0
     ) -> TinyproxyLog:
         """Poll `log(since)` until `predicate` holds for it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.log(since)
-            if predicate(log):
-                return log
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"tinyproxy's log did not reach the expected state: {log}")
-            time.sleep(0.01)
+        return poll_until(lambda: self.log(since), predicate, timeout, "tinyproxy log")
 
 
 class Microsocks(_ProcessProxy):
@@ -617,14 +611,7 @@ class Dante(_ProcessProxy):
         self, predicate: Callable[[list[str]], bool], since: int = 0, timeout: float = 5.0
     ) -> list[str]:
         """Poll `targets(since)` until `predicate` holds for it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            targets = self.targets(since)
-            if predicate(targets):
-                return targets
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"dante's targets did not reach the expected state: {targets}")
-            time.sleep(0.01)
+        return poll_until(lambda: self.targets(since), predicate, timeout, "dante targets")
 
 
 @dataclass(frozen=True)
@@ -753,14 +740,7 @@ class Stunnel(_ProcessProxy):
         self, predicate: Callable[[StunnelLog], bool], since: int = 0, timeout: float = 5.0
     ) -> StunnelLog:
         """Poll `log(since)` until `predicate` holds for it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.log(since)
-            if predicate(log):
-                return log
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"stunnel's log did not reach the expected state: {log}")
-            time.sleep(0.01)
+        return poll_until(lambda: self.log(since), predicate, timeout, "stunnel log")
 
 
 # --------------------------------------------------------------------------------------------
