@@ -94,7 +94,6 @@ class SyncPool:
         self.dialer = SyncDialer(config)
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
         self._stop_reaper = threading.Event()
-        self._nudge_reaper = threading.Event()  # wakes it early: to stop
         _POOLS.add(self)
 
     def reset_after_fork(self) -> None:
@@ -108,7 +107,6 @@ class SyncPool:
         self.dialer = SyncDialer(self.config)
         self._reaper = None  # threads do not survive a fork
         self._stop_reaper = threading.Event()
-        self._nudge_reaper = threading.Event()
 
     @property
     def dns_lookups(self) -> int:
@@ -274,7 +272,7 @@ class SyncPool:
     # starts another) and when the pool closes.
 
     def _reap(self) -> None:
-        stop, nudge = self._stop_reaper, self._nudge_reaper
+        stop = self._stop_reaper
         while True:
             with self.lock:
                 if self.state.is_closed or self._reaper is not threading.current_thread():
@@ -284,9 +282,7 @@ class SyncPool:
                 if when is None:
                     self._reaper = None
                     return
-            nudge.wait(max(0.0, when - time.monotonic()) + 0.001)  # or sooner, when nudged
-            nudge.clear()
-            if stop.is_set():
+            if stop.wait(max(0.0, when - time.monotonic()) + 0.001):
                 return
 
     # -- connecting --------------------------------------------------------------------------
@@ -378,7 +374,6 @@ class SyncPool:
             self._apply(self.state.close_all(), None)
             reaper, self._reaper = self._reaper, None
         self._stop_reaper.set()
-        self._nudge_reaper.set()
         with self.lock:
             readers, self._h2 = list(self._h2), set()
         for h2 in readers:
