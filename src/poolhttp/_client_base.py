@@ -267,7 +267,7 @@ class ClientBase(Generic[R]):
                              request.url.origin, delay, plan.attempts, plan.errors[-1])
         if trace is not None:
             emit(trace, "request.retry", attempt=plan.attempts + 1, delay=delay,
-                 reason=str(plan.errors[-1]))
+                 reason=str(plan.errors[-1]), kind=plan.kind)
         if delay and deadline is not None and now + delay >= deadline:
             raise TotalTimeout(f"no response from {request.url.origin} within the total "
                                "time-out (the next retry was due later)",

@@ -63,8 +63,8 @@ class RetryPlan:
     poolhttp._exceptions.RetryError: 2 attempts failed; the last one: connection refused
     """
 
-    __slots__ = ("_idempotent", "_resendable", "errors", "fresh", "policy", "retried_stale",
-                 "unprocessed")
+    __slots__ = ("_idempotent", "_resendable", "errors", "fresh", "kind", "policy",
+                 "retried_stale", "unprocessed")
 
     def __init__(self, policy: Retry, request: Request) -> None:
         self.policy = policy
@@ -75,6 +75,9 @@ class RetryPlan:
         self.retried_stale = False
         self.unprocessed = 0  # resends of a request the server said it did not process
         self.fresh = False  # the next attempt must not reuse an idle connection
+        #: What the coming retry is: "connect", "read" or "status" (the policy's, counted in
+        #: its budget), "stale" (the keep-alive race) or "unprocessed" (a refused stream).
+        self.kind = ""
 
     def after(self, outcome: Response | TransportError, wall_now: float) -> float | None:
         """The step both clients' request loops ask after an attempt that did not simply
@@ -91,10 +94,12 @@ class RetryPlan:
         if isinstance(error, StreamReset) and not error.processed and self._resendable \
                 and self.unprocessed < UNPROCESSED_RESENDS:
             self.unprocessed += 1
+            self.kind = "unprocessed"
             return 0.0
         if isinstance(error, ServerDisconnected) and error.reused and not error.response_started:
             if self._idempotent and self._resendable and not self.retried_stale:
                 self.retried_stale = self.fresh = True
+                self.kind = "stale"
                 return 0.0
             if not self._idempotent:
                 raise StaleConnectionError(
@@ -110,6 +115,7 @@ class RetryPlan:
         if not self.policy.allows(kind) or (isinstance(error, HTTPError) and _is_final(error)):
             self._give_up(error)
         self.policy = self.policy.increment(kind)
+        self.kind = kind
         return self.policy.backoff(random.random())
 
     @property
@@ -134,6 +140,7 @@ class RetryPlan:
             return None
         self.errors.append(_status_error(response))
         self.policy = policy.increment("status")
+        self.kind = "status"
         delay = self.policy.backoff(random.random())
         if policy.respect_retry_after:
             after = retry_after_seconds(response.headers.get("retry-after"), wall_now)

@@ -270,9 +270,10 @@ def _redact(text: str) -> str:
 
 def _parse_into(url: URL, text: str) -> None:
     shown = _redact(text)  # what messages quote: never a password
-    if _FORBIDDEN.search(text):
-        raise InvalidURL(f"URL contains a control character (CR, LF, NUL, ...): {shown!r}",
-                         url=shown)
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        raise InvalidURL(f"URL contains a control character ({bad.group()!r} at position "
+                         f"{bad.start()}): {shown!r}", url=shown)
     if not _SCHEME_RE.match(text):
         other = _ANY_SCHEME_RE.match(text)
         scheme = other.group(0)[:-1].lower() if other else ""

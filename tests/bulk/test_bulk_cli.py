@@ -260,9 +260,9 @@ def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_error_counts_are_singular_and_plural() -> None:
-    from poolhttp.cli._report import _count
+    from poolhttp.cli._report import plural
 
-    assert _count(1, "error") == "1 error"
-    assert _count(2, "error") == "2 errors"
-    assert _count(1234, "error") == "1,234 errors"
-    assert _count(0, "error") == "0 errors"
+    assert plural(1, "error") == "1 error"
+    assert plural(2, "error") == "2 errors"
+    assert plural(1234, "error") == "1,234 errors"
+    assert plural(0, "error") == "0 errors"

@@ -224,7 +224,7 @@ class _Run:
             result = await self._exchange(job, counter, started)
         except Exception as exc:
             result = failed(job.key, str(job.url), job.method, exc,
-                            time.perf_counter() - started, counter.sent)
+                            time.perf_counter() - started, counter.sent, job.origin)
         self.window.finish(job, self._loop.time())
         self.ready.append(result)
         self._wake()

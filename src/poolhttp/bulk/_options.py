@@ -85,7 +85,9 @@ def _check_int(name: str, value: object) -> None:
 
 class AttemptCounter:
     """A `trace=` callback counting a request's attempts: the first, plus one for each retry
-    the client announces (policy retries and the resend after a keep-alive race alike)."""
+    of the client's `Retry` policy, so never more than `Retry.total + 1`. The transparent
+    resends (after a keep-alive race, of a refused HTTP/2 stream) are not attempts of their
+    own: they repeat one that met a connection the server had given up."""
 
     __slots__ = ("sent",)
 
@@ -93,5 +95,8 @@ class AttemptCounter:
         self.sent = 1
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event == "request.retry":
+        if event == "request.retry" and info.get("kind") not in _TRANSPARENT:
             self.sent += 1
+
+
+_TRANSPARENT = frozenset({"stale", "unprocessed"})

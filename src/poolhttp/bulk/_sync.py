@@ -204,6 +204,6 @@ def _fetch(client: Any, options: Options, job: Job) -> BulkResult:
             digest, kept = hasher.hexdigest(), None
     except Exception as exc:
         return failed(job.key, str(job.url), job.method, exc, time.monotonic() - started,
-                      counter.sent)
+                      counter.sent, job.origin)
     return succeeded(job, response, kept, size, digest, time.monotonic() - started,
                      counter.sent)

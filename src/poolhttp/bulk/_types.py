@@ -52,7 +52,10 @@ class BulkResult:
     - `body` is the response body when bodies are kept, else None; `size` and `sha256` are
       always filled for a response (sha256 as lower-case hex).
     - `elapsed` is seconds from the first attempt's start to the end of the body, retries
-      included; `attempts` is how many times the request was sent (0 if it never was).
+      included; `attempts` is how many times the retry policy sent it (0 if it never was).
+    - `origin` is the request's origin key (`"https://example.org:443"`; None for an item
+      that is not a usable URL); `final_url` the URL of the response, after redirects when the
+      client follows them (`url` itself when there were none; None without a response).
     """
 
     key: Any
@@ -67,6 +70,8 @@ class BulkResult:
     attempts: int = 0
     error_type: str | None = None
     error: str | None = None
+    origin: str | None = None
+    final_url: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -130,22 +135,24 @@ def _to_url(value: object, base_url: URL | None) -> URL:
 
 def succeeded(job: Job, response: Response, body: bytes | None, size: int, digest: str,
               elapsed: float, attempts: int) -> BulkResult:
-    return BulkResult(key=job.key, url=str(job.url), method=job.method,
+    url = str(job.url)
+    return BulkResult(key=job.key, url=url, method=job.method,
                       status=response.status_code, headers=response.headers, body=body,
-                      size=size, sha256=digest, elapsed=elapsed, attempts=attempts)
+                      size=size, sha256=digest, elapsed=elapsed, attempts=attempts,
+                      origin=job.origin,
+                      final_url=str(response.url) if response.history else url)
 
 
 def failed(key: Any, url: str, method: str, exc: BaseException, elapsed: float,
-           attempts: int) -> BulkResult:
+           attempts: int, origin: str | None = None) -> BulkResult:
     """A result for a request that got no response; a RetryError is named by its last cause
     (`attempts` already says that it was retried)."""
     shown: BaseException = exc
     if isinstance(exc, RetryError) and exc.last_error is not None:
         shown = exc.last_error
-        attempts = max(attempts, len(exc.errors))
     text = str(exc) or type(exc).__name__
     return BulkResult(key=key, url=url, method=method, elapsed=elapsed, attempts=attempts,
-                      error_type=type(shown).__name__, error=text)
+                      error_type=type(shown).__name__, error=text, origin=origin)
 
 
 def digest_of(body: bytes) -> str:

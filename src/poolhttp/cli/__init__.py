@@ -1,9 +1,10 @@
 """The `poolhttp` command (also `python -m poolhttp`).
 
     poolhttp fetch URLS [--db results.sqlite] [--jsonl out.jsonl] [--resume] ...
-    poolhttp get URL [-v]
+    poolhttp get URL [-v] [-o FILE] [-f] [-L] [-k | --cacert FILE] [--http2] ...
     poolhttp doctor [--max-connections N]
     poolhttp demo [--count N]
+    poolhttp serve-demo [--port P] [--hosts N] [--json]
 
 Exit status: 0 done; 1 the run failed (e.g. the database could not be written); 2 bad flags
 or unusable input (nothing was sent); 3 `fetch` finished but skipped malformed input lines;
@@ -118,11 +119,19 @@ def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "is stored)")
     p.add_argument("--keep-bodies", action="store_true", default=None,
                    help="store response bodies (default: only their size and SHA-256)")
+    p.add_argument("-L", "--location", action="store_true", default=None,
+                   help="follow redirects (the final URL is stored as final_url)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
                    help="header sent with every request (repeatable)")
     p.add_argument("-X", "--method", metavar="M", help="HTTP method (default GET)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the last unfinished run over URLS in --db")
+                   help="continue the unfinished run over URLS in --db (with several, name "
+                        "one with --run)")
+    p.add_argument("--new", action="store_true",
+                   help="start a new run even though an earlier run over URLS is unfinished")
+    p.add_argument("--run", type=positive_int, metavar="N", dest="run_id",
+                   help="with --resume: the run to continue (its id is in the summary and in "
+                        "the runs table)")
     p.add_argument("--format", choices=FORMATS, help="input format (default auto)")
     _add_display_flags(p)
     p.set_defaults(handler=_run_fetch)
@@ -152,16 +161,33 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                                         "output.")
     p.add_argument("url", metavar="URL")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="show the exchange and its timings on standard error")
+                   help="show the exchange (every hop of it), the HTTP version and the "
+                        "timings on standard error")
     p.add_argument("-X", "--method", default="GET", metavar="M", help="HTTP method")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
                    help="request header (repeatable)")
     p.add_argument("-d", "--data", metavar="TEXT", help="request body ('@file' reads a file)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the body to FILE instead of standard output (created only "
+                        "once there is a response to write)")
     p.add_argument("-i", "--include", action="store_true",
                    help="write the response head before the body")
     p.add_argument("-f", "--fail", action="store_true",
-                   help="exit with status 22 for an HTTP error status (>= 400)")
+                   help="for an HTTP error status (>= 400) write nothing and exit with 22")
+    p.add_argument("-L", "--location", action="store_true", help="follow redirects")
+    p.add_argument("--max-redirs", type=count, metavar="N",
+                   help="with -L: follow at most N redirects (default 20)")
+    p.add_argument("-k", "--insecure", action="store_true",
+                   help="do not verify the server's certificate")
+    p.add_argument("--cacert", metavar="FILE",
+                   help="verify the server's certificate with the CA bundle FILE (PEM) "
+                        "instead of the system's")
+    p.add_argument("--http2", action="store_true",
+                   help="offer HTTP/2 (by ALPN: https only; http:// stays HTTP/1.1); needs "
+                        "poolhttp[http2]")
+    p.add_argument("--http2-prior-knowledge", action="store_true",
+                   help="speak HTTP/2 only: h2c from the first byte over http://, h2 or "
+                        "nothing over https://")
     p.add_argument("--timeout", type=positive_float, metavar="S", help="time-out in seconds")
     p.set_defaults(handler=_run_get)
 

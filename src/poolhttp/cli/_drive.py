@@ -29,6 +29,7 @@ __all__ = ["drive", "fetch_command", "run_loop"]
 
 T = TypeVar("T")
 _SHOW_BAD = 20  # malformed lines reported one by one; the rest are counted
+_SNAPSHOT_SECONDS = 1.0  # how often the pool and progress are recorded in `snapshots`
 
 
 def run_loop(loop: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -176,7 +177,9 @@ def _malformed(plan: Plan, reporter: Reporter, bad: BadLine) -> None:
     plan.stats.malformed += 1
     plan.outputs.add(bad_row(plan.run.run_id, plan.run.session, bad, plan.method))
     if plan.stats.malformed <= _SHOW_BAD:
-        shown = "" if bad.text in bad.problem else f": {bad.text!r}"
+        # Once, escaped: problems that quote the line quote it with repr() already.
+        quoted = bad.text in bad.problem or repr(bad.text) in bad.problem
+        shown = "" if quoted else f": {bad.text!r}"
         reporter.log(f"{plan.source.label}:{bad.line}: skipped: {bad.problem}{shown}")
     if plan.stats.malformed == _SHOW_BAD:
         reporter.log("further malformed lines are not shown; they are stored with "
@@ -186,11 +189,20 @@ def _malformed(plan: Plan, reporter: Reporter, bad: BadLine) -> None:
 async def _tick(plan: Plan, client: AsyncClient, reporter: Reporter, worker: asyncio.Task[None],
                 stop: _Stop) -> None:
     """Redraw progress and commit batches that waited long enough, a few times a second."""
+    store = plan.store
+    next_snapshot = 0.0
     try:
         while True:
             await asyncio.sleep(0.25)
+            pool = client.stats()
+            now = time.monotonic()
+            if store is not None and now >= next_snapshot:
+                next_snapshot = now + _SNAPSHOT_SECONDS
+                stats = plan.stats
+                store.snapshot(plan.run, (stats.done, stats.failed, pool.connections,
+                                          pool.idle, pool.waiting, pool.created, pool.reused))
             plan.outputs.flush_if_due()
-            reporter.update(plan.stats, client.stats())
+            reporter.update(plan.stats, pool)
     except CliError as exc:  # writing results failed: stop the run, report it
         stop.failure = exc
         worker.cancel()

@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import sys
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from ._doctor import ensure_fd_budget
 from ._errors import EXIT_INTERRUPTED, EXIT_MALFORMED, CliError
 from ._inputs import InputSource, RecordParser, format_for, open_source, valid_method
 from ._outputs import JsonlWriter, Outputs
-from ._report import RunStats, render_summary, summary_rows
-from ._store import RunInfo, Store
+from ._report import RunStats, listed, plural, render_summary, summary_rows
+from ._store import RunCounts, RunInfo, Store
 
 __all__ = ["FetchArgs", "Outcome", "Plan", "client_options", "finish", "open_plan",
            "salvage"]
@@ -50,6 +51,9 @@ class FetchArgs:
     header: list[str] = field(default_factory=list)
     method: str | None = None
     resume: bool = False
+    new: bool = False
+    run_id: int | None = None
+    location: bool | None = None
     format: str | None = None
     progress: str = "auto"
     progress_interval: float = 5.0
@@ -105,6 +109,10 @@ def open_plan(args: FetchArgs) -> Plan:
     no half-made database or JSONL file (a database is only created once the input passed).
     """
     ensure_fd_budget(args.concurrency)
+    if args.resume and args.new:
+        raise CliError("--resume and --new contradict each other: continue a run, or start one")
+    if args.run_id is not None and not args.resume:
+        raise CliError("--run names the run to continue: give it with --resume")
     db_path, jsonl_path = _output_paths(args)
     with contextlib.ExitStack() as stack:
         source = open_source(args.urls)
@@ -121,11 +129,13 @@ def open_plan(args: FetchArgs) -> Plan:
             _check_header_line(source, options["format"])
             store = stack.enter_context(contextlib.closing(Store.open(db_path))) \
                 if db_path is not None else None
+            if store is not None and not args.new:
+                _refuse_abandoning(store, source)
         jsonl = stack.enter_context(contextlib.closing(JsonlWriter(jsonl_path))) \
             if jsonl_path is not None else None
         if args.resume:
             assert store is not None
-            run = store.resume_run(run)
+            run = store.resume_run(run, _settings(args))
         else:
             run = _new_run(store, source, options, args)
         plan = Plan(args, source, RecordParser(options["format"]),
@@ -160,32 +170,98 @@ def _requested_options(args: FetchArgs, source: InputSource) -> dict[str, Any]:
     except ValueError as exc:
         raise CliError(f"--method: {exc}") from None
     return {"method": method, "headers": parse_headers(args.header), "format": fmt,
-            "keep_bodies": bool(args.keep_bodies)}
+            "keep_bodies": bool(args.keep_bodies), "follow_redirects": bool(args.location)}
+
+
+def _settings(args: FetchArgs) -> dict[str, Any]:
+    """What may change from one session of a run to the next (stored per session)."""
+    return {"concurrency": args.concurrency, "per_host": args.per_host, "rate": args.rate,
+            "timeout": args.timeout, "retries": args.retries, "batch": args.batch,
+            "loop": args.loop}
 
 
 def _new_run(store: Store | None, source: InputSource, options: dict[str, Any],
              args: FetchArgs) -> RunInfo:
-    options["settings"] = {"concurrency": args.concurrency, "per_host": args.per_host,
-                           "rate": args.rate, "timeout": args.timeout, "retries": args.retries}
+    settings = _settings(args)
+    options["settings"] = settings  # the first session's, as schema 1 kept them
     if store is None:  # JSONL only: no ledger, run 0
         return RunInfo(0, 1, source.identity, options, "running", None)
-    return store.start_run(source.identity, source.fingerprint(), options)
+    return store.start_run(source.identity, source.fingerprint(), options, settings)
+
+
+def _unfinished(store: Store, source: InputSource) -> tuple[list[RunInfo], list[RunInfo]]:
+    """The runs over this input that did not finish: (resumable ones, ones still running)."""
+    resumable, running = [], []
+    for run in store.runs_over(source.identity):
+        if run.state == "done":
+            continue
+        if run.state == "running" and _alive(run.pid, run.host):
+            running.append(run)
+        else:
+            resumable.append(run)  # interrupted, or its process died without saying so
+    return resumable, running
+
+
+def _refuse_abandoning(store: Store, source: InputSource) -> None:
+    """A new run over a list whose earlier run is unfinished is most likely a forgotten
+    --resume: ask, rather than silently leave that run behind for good."""
+    resumable, _ = _unfinished(store, source)
+    if not resumable:
+        return
+    names = _run_names(resumable)
+    raise CliError(f"{names} over {source.label} in {store.path} did not finish: continue "
+                   f"with --resume{_pick(resumable)}, or start over with --new")
+
+
+def _run_names(runs: list[RunInfo]) -> str:
+    ids = ", ".join(str(run.run_id) for run in runs)
+    return f"run {ids}" if len(runs) == 1 else f"runs {ids}"
+
+
+def _pick(runs: list[RunInfo]) -> str:
+    return f" --run {runs[-1].run_id}" if len(runs) > 1 else ""
 
 
 def _resumable(store: Store, source: InputSource, args: FetchArgs) -> RunInfo:
     """The run to resume, checked (nothing is written yet)."""
-    run = store.latest_run(source.identity)
-    if run is None:
-        raise CliError(f"nothing to resume: {store.path} has no run over {source.label}; "
-                       "run without --resume to start one")
-    if run.state == "done":
-        raise CliError(f"run {run.run_id} over {source.label} in {store.path} is already "
-                       "complete: nothing to resume", status=0)
-    if run.state == "running" and _alive(run.pid, run.host):
-        raise CliError(f"run {run.run_id} is still running (process {run.pid}); stop it "
-                       "before resuming")
+    if args.run_id is not None:
+        run = _named_run(store, source, args.run_id)
+    else:
+        resumable, running = _unfinished(store, source)
+        if len(resumable) > 1:
+            raise CliError(f"{_run_names(resumable)} over {source.label} in {store.path} are "
+                           f"unfinished: say which to continue with --run N (e.g. "
+                           f"--run {resumable[-1].run_id})")
+        if resumable:
+            run = resumable[0]
+        elif running:
+            run = running[-1]
+            raise CliError(f"run {run.run_id} is still running (process {run.pid}); stop it "
+                           "before resuming")
+        else:
+            runs = store.runs_over(source.identity)
+            if not runs:
+                raise CliError(f"nothing to resume: {store.path} has no run over "
+                               f"{source.label}; run without --resume to start one")
+            raise CliError(f"run {runs[-1].run_id} over {source.label} in {store.path} is "
+                           "already complete: nothing to resume", status=0)
     _check_same_input(run, source)
     _check_same_options(run, args)
+    return run
+
+
+def _named_run(store: Store, source: InputSource, run_id: int) -> RunInfo:
+    run = store.run(run_id)
+    if run is None:
+        raise CliError(f"--run {run_id}: {store.path} has no such run")
+    if run.input != source.identity:
+        raise CliError(f"--run {run_id}: that run is over {run.input}, not {source.label}")
+    if run.state == "done":
+        raise CliError(f"run {run_id} over {source.label} in {store.path} is already "
+                       "complete: nothing to resume", status=0)
+    if run.state == "running" and _alive(run.pid, run.host):
+        raise CliError(f"run {run_id} is still running (process {run.pid}); stop it "
+                       "before resuming")
     return run
 
 
@@ -208,11 +284,11 @@ def _check_same_options(run: RunInfo, args: FetchArgs) -> None:
     given = {"method": (args.method or "").upper() or None,
              "headers": parse_headers(args.header) if args.header else None,
              "format": args.format if args.format not in (None, "auto") else None,
-             "keep_bodies": args.keep_bodies}
+             "keep_bodies": args.keep_bodies, "follow_redirects": args.location}
     for name, value in given.items():
-        if value is not None and value != stored[name]:
-            flag = "--" + name.replace("_", "-")
-            raise CliError(f"{flag} differs from run {run.run_id}'s ({stored[name]!r}); a "
+        if value is not None and value != stored.get(name, False):
+            flag = "--location" if name == "follow_redirects" else "--" + name.replace("_", "-")
+            raise CliError(f"{flag} differs from run {run.run_id}'s ({stored.get(name)!r}); a "
                            "resumed run keeps the options it started with (omit the flag)")
 
 
@@ -261,6 +337,7 @@ def client_options(plan: Plan) -> dict[str, Any]:
         "limits": Limits(max_connections=args.concurrency,
                          max_connections_per_host=args.per_host),
         "headers": plan.headers or None,
+        "follow_redirects": bool(plan.run.options.get("follow_redirects")),
     }
     if args.timeout is not None:
         options["timeout"] = Timeout(args.timeout)
@@ -274,32 +351,66 @@ def client_options(plan: Plan) -> dict[str, Any]:
 
 # -- the end ----------------------------------------------------------------------------------
 def finish(plan: Plan, outcome: Outcome, out: Any) -> int:
-    """Save what is left, mark the run, print the summary; the exit status."""
+    """Save what is left, mark the run, print the summary; the exit status.
+
+    The summary's figures are this session's (rates, latency, connections); for a resumed run
+    a `run` line adds what the whole run stored over all its sessions, and the exit status
+    is the whole run's: malformed lines of an earlier session count as much as today's."""
     plan.outputs.flush()
     complete = plan.input_exhausted and not outcome.interrupted
     store = plan.store
     if store is not None:
-        store.end_run(plan.run.run_id, "done" if complete else "interrupted",
-                      plan.lines_read if complete else None)
+        store.end_run(plan.run, "done" if complete else "interrupted",
+                      plan.lines_read if complete else None, requests=plan.stats.done,
+                      pool=pool_figures(outcome.pool))
     rows = summary_rows(plan.stats, outcome.pool)
     state = "complete" if complete else f"interrupted ({outcome.signal or 'stopped'})"
     title = f"poolhttp fetch: {plan.source.label}, {state}"
-    counts = store.count(plan.run.run_id) if store is not None else {}
-    if store is not None:
+    counts = store.breakdown(plan.run.run_id) if store is not None else None
+    if counts is not None and plan.run.session > 1:
+        rows.append(("run", whole_run_text(counts, plan.run.session)))
+    if store is not None and counts is not None:
         session = f", session {plan.run.session}" if plan.run.session > 1 else ""
         rows.append(("results", f"{store.path} · run {plan.run.run_id}{session} · "
-                                f"{counts['rows']:,} records stored"))
+                                f"{counts.rows:,} records stored"))
         if not complete:
-            rows.append(("resume", f"poolhttp fetch {plan.args.urls} --db {store.path} --resume"))
+            rows.append(("resume", f"poolhttp fetch {plan.args.urls} --db {store.path} "
+                                   f"--resume --run {plan.run.run_id}"))
     if plan.outputs.jsonl is not None:
         rows.append(("jsonl", plan.outputs.jsonl.path if plan.outputs.jsonl.path != "-"
                      else "standard output"))
     render_summary(out, title, rows)
     if not complete:
         return EXIT_INTERRUPTED
-    # Malformed lines anywhere in the run (an earlier session's included) make it exit 3.
-    malformed = counts["malformed"] if store is not None else plan.stats.malformed
+    malformed = counts.malformed if counts is not None else plan.stats.malformed
     return EXIT_MALFORMED if malformed else 0
+
+
+def whole_run_text(counts: RunCounts, sessions: int) -> str:
+    """'3 sessions · 20,000 records: 19,950 responses (2xx 19,900 · 5xx 50) · ...'."""
+    classes: Counter[str] = Counter()
+    for status, n in counts.statuses.items():
+        classes[f"{status // 100}xx"] += n
+    parts = [f"{counts.responses:,} responses"
+             + (f" ({listed(sorted(classes.items()))})" if classes else "")]
+    parts.append(plural(counts.failed, "error")
+                 + (f" ({listed(counts.errors.most_common())})" if counts.failed else ""))
+    if counts.malformed:
+        parts.append(f"{plural(counts.malformed, 'malformed line')} skipped")
+    return f"{sessions} sessions · {counts.rows:,} records: " + " · ".join(parts)
+
+
+def pool_figures(pool: PoolStats | None) -> dict[str, Any] | None:
+    """The pool's totals and per-origin figures at the end of a session, for `sessions.pool`."""
+    if pool is None:
+        return None
+
+    def figures(stats: PoolStats) -> dict[str, int]:
+        return {"created": stats.created, "reused": stats.reused, "closed": stats.closed,
+                "retries": stats.retries}
+
+    return {"total": figures(pool),
+            "origins": {origin: figures(stats) for origin, stats in pool.per_host.items()}}
 
 
 def salvage(plan: Plan) -> None:
@@ -308,4 +419,4 @@ def salvage(plan: Plan) -> None:
         plan.outputs.flush()
     if plan.store is not None:
         with contextlib.suppress(Exception):
-            plan.store.end_run(plan.run.run_id, "interrupted", None)
+            plan.store.end_run(plan.run, "interrupted", None, requests=plan.stats.done)

@@ -19,30 +19,34 @@ from poolhttp import BulkResult
 
 from ._errors import EXIT_FAILED, CliError
 from ._inputs import BadLine
-from ._store import Row, Store
+from ._store import COLUMNS, Row, Store
 
 __all__ = ["JsonlWriter", "Outputs", "bad_row", "result_row"]
-
-_COLUMNS = ("run_id", "line", "key", "method", "url", "status", "error_type", "error",
-            "elapsed", "attempts", "size", "sha256", "headers", "body", "fetched_at", "session")
-
 
 def result_row(run_id: int, session: int, line: int, key: str | None,
                result: BulkResult) -> Row:
     headers = None
+    content_type = None
     if result.headers is not None:
         headers = json.dumps([[n.decode("latin-1"), v.decode("latin-1")]
                               for n, v in result.headers.raw], ensure_ascii=False)
+        content_type = result.headers.get("content-type")
     status = result.status
-    return (run_id, line, key, result.method, result.url, status, result.error_type,
-            result.error, round(result.elapsed, 6), result.attempts,
+    url = result.url
+    final = result.final_url
+    return (run_id, line, key, result.method, url, result.origin, status, content_type,
+            None if final is None or final == url else final, result.error_type, result.error,
+            round(result.elapsed, 6), result.attempts,
             result.size if status is not None else None, result.sha256, headers, result.body,
             time.time(), session)
 
 
 def bad_row(run_id: int, session: int, bad: BadLine, method: str) -> Row:
-    return (run_id, bad.line, None, method, bad.text, None, "MalformedLine", bad.problem, None,
-            0, None, None, None, None, time.time(), session)
+    return (run_id, bad.line, None, method, bad.text, None, None, None, None, "MalformedLine",
+            bad.problem, None, 0, None, None, None, None, time.time(), session)
+
+
+assert COLUMNS[15:17] == ("headers", "body")  # the literal indexes below keep their types
 
 
 class JsonlWriter:
@@ -64,10 +68,12 @@ class JsonlWriter:
     def write(self, rows: list[Row]) -> None:
         lines = []
         for row in rows:
-            record: dict[str, object] = dict(zip(_COLUMNS, row, strict=True))
-            headers, body = row[12], row[13]
+            record: dict[str, object] = dict(zip(COLUMNS, row, strict=True))
+            headers, body = row[15], row[16]
             record["headers"] = json.loads(headers) if headers is not None else None
             del record["body"]
+            if record["final_url"] is None and record["status"] is not None:
+                record["final_url"] = record["url"]  # as the database's `results` view shows it
             if body is not None:
                 record["body_base64"] = base64.b64encode(body).decode("ascii")
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")

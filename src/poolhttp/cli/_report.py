@@ -8,19 +8,23 @@ latency percentiles come from a log-bucketed histogram (1% resolution), not a li
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Protocol
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from poolhttp import BulkResult, PoolStats
 
-__all__ = ["LatencyHistogram", "Reporter", "RunStats", "make_reporter", "render_summary"]
+__all__ = ["LatencyHistogram", "Reporter", "RunStats", "listed", "make_reporter", "plural",
+           "render_summary"]
 
 
 class LatencyHistogram:
@@ -111,12 +115,53 @@ class _Rate:
         return (done - samples[0][1]) / elapsed if elapsed > 0 else 0.0
 
 
+def _reuse(pool: PoolStats) -> str:
+    served = pool.created + pool.reused
+    return f"{100.0 * pool.reused / served:.1f}%" if served else "-"
+
+
 def _pool_text(pool: PoolStats | None) -> str:
     if pool is None:
         return ""
-    served = pool.created + pool.reused
-    reuse = f"{100.0 * pool.reused / served:.1f}%" if served else "-"
-    return f"conns {pool.connections} open/{pool.idle} idle · reuse {reuse}"
+    return f"conns {pool.connections} open/{pool.idle} idle · reuse {_reuse(pool)}"
+
+
+TOP_ORIGINS = 3  # origins shown in the live progress: the busiest by open connections
+
+
+def top_origins(pool: PoolStats | None, n: int = TOP_ORIGINS) -> list[tuple[str, PoolStats]]:
+    """The `n` origins with the most connections open (then waiting requests)."""
+    if pool is None or not pool.per_host:
+        return []
+    return heapq.nlargest(n, pool.per_host.items(),
+                          key=lambda item: (item[1].connections, item[1].waiting))
+
+
+def origin_text(origin: str, stats: PoolStats) -> str:
+    return (f"{origin} {stats.connections} open/{stats.idle} idle/{stats.waiting} waiting · "
+            f"reuse {_reuse(stats)}")
+
+
+def eta_text(done: int, total: int | None, rate: float) -> str:
+    """'ETA 1:02:03' from the recent rate; '' when it cannot be told."""
+    if not total or rate <= 0 or done >= total:
+        return ""
+    seconds = int((total - done) / rate + 0.5)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"ETA {hours}:{minutes:02d}:{seconds:02d}" if hours else \
+        f"ETA {minutes}:{seconds:02d}"
+
+
+class _PoolProgress(Progress):
+    """A progress bar with the busiest origins' connections under it."""
+
+    origins: list[str] = []  # replaced per instance, on each update
+
+    def get_renderables(self) -> Iterator[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        for line in self.origins:
+            yield Text("  " + line, style="dim", overflow="ellipsis", no_wrap=True)
 
 
 class BarReporter:
@@ -124,23 +169,29 @@ class BarReporter:
 
     def __init__(self, file: IO[str], total: int | None, label: str) -> None:
         self._console = Console(file=file, stderr=True)
-        self._progress = Progress(
+        self._total = total
+        self._progress = _PoolProgress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,}/{task.fields[total_text]}"),
             TextColumn("{task.fields[rate]}"), TextColumn("[red]{task.fields[errors]}"),
             TextColumn("{task.fields[pool]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=self._console, refresh_per_second=4, transient=False)
+        self._progress.origins = []
         self._task = self._progress.add_task(
             label, total=total, total_text=f"{total:,}" if total is not None else "?",
-            rate="", errors="", pool="")
+            rate="", errors="", pool="", eta="")
         self._rate = _Rate()
         self._progress.start()
 
     def update(self, stats: RunStats, pool: PoolStats | None) -> None:
         done = stats.done + stats.skipped
+        rate = self._rate(stats.done)
+        self._progress.origins = [origin_text(o, s) for o, s in top_origins(pool)]
         self._progress.update(
-            self._task, completed=done, rate=f"{self._rate(stats.done):,.0f} req/s",
-            errors=_count(stats.failed, "error") if stats.failed else "", pool=_pool_text(pool))
+            self._task, completed=done, rate=f"{rate:,.0f} req/s",
+            errors=errors_text(stats), pool=_pool_text(pool),
+            eta=eta_text(done, self._total, rate))
 
     def log(self, message: str) -> None:
         self._progress.console.print(message, markup=False, highlight=False)
@@ -165,14 +216,21 @@ class PlainReporter:
             return
         self._next = now + self._interval
         done = stats.done + stats.skipped
+        rate = self._rate(stats.done)
         if self._total:
             where = f"{done:,}/{self._total:,} ({100.0 * done / self._total:.1f}%)"
         else:
             where = f"{done:,}"
-        line = (f"[{time.strftime('%H:%M:%S')}] fetched {where} · "
-                f"{self._rate(stats.done):,.0f} req/s · {_count(stats.failed, 'error')}")
+        line = (f"[{time.strftime('%H:%M:%S')}] fetched {where} · {rate:,.0f} req/s · "
+                f"{errors_text(stats) or '0 errors'}")
         if pool is not None:
             line += " · " + _pool_text(pool)
+        eta = eta_text(done, self._total, rate)
+        if eta:
+            line += " · " + eta
+        busiest = top_origins(pool, 1)
+        if busiest and len(pool.per_host if pool else ()) > 1:
+            line += " · busiest " + origin_text(*busiest[0])
         print(line, file=self._file, flush=True)
 
     def log(self, message: str) -> None:
@@ -228,7 +286,7 @@ def _size(n: int) -> str:
     return f"{value:,.1f} {unit}"
 
 
-def _listed(items: list[tuple[str, int]], limit: int = 8) -> str:
+def listed(items: list[tuple[str, int]], limit: int = 8) -> str:
     text = " · ".join(f"{name} {count:,}" for name, count in items[:limit])
     if len(items) > limit:
         text += f" · {len(items) - limit} more"
@@ -244,11 +302,11 @@ def summary_rows(stats: RunStats, pool: PoolStats | None) -> list[tuple[str, str
     lat = stats.latency
     rows = [
         ("requests", f"{stats.requests:,}"),
-        ("responses", f"{stats.responses:,} ({_listed(sorted(classes.items()))})"
+        ("responses", f"{stats.responses:,} ({listed(sorted(classes.items()))})"
          if classes else f"{stats.responses:,}"),
-        ("errors", f"{stats.failed:,} ({_listed(stats.errors.most_common())})"
+        ("errors", f"{stats.failed:,} ({listed(stats.errors.most_common())})"
          if stats.failed else "0"),
-        ("status", _listed([(str(k), v) for k, v in stats.statuses.most_common()])),
+        ("status", listed([(str(k), v) for k, v in stats.statuses.most_common()])),
         ("latency", f"p50 {_ms(lat.percentile(50))} · p95 {_ms(lat.percentile(95))} · "
                     f"p99 {_ms(lat.percentile(99))} · max {_ms(lat.max if lat.count else None)}"),
         ("throughput", f"{stats.requests / seconds:,.0f} req/s over {seconds:,.2f} s"),
@@ -279,6 +337,13 @@ def render_summary(file: IO[str], title: str, rows: list[tuple[str, str]]) -> No
     console.print(table)
 
 
-def _count(n: int, noun: str) -> str:
+def errors_text(stats: RunStats, limit: int = 3) -> str:
+    """'3 errors (ConnectError 2 · ReadTimeout 1)': failures by kind; '' when there are none."""
+    if not stats.failed:
+        return ""
+    return f"{plural(stats.failed, 'error')} ({listed(stats.errors.most_common(), limit)})"
+
+
+def plural(n: int, noun: str) -> str:
     """'1 error', '2 errors', '1,234 errors'."""
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
