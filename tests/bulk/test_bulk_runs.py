@@ -123,7 +123,8 @@ def test_a_new_run_over_an_unfinished_list_asks_for_resume_or_new(
         capsys.readouterr()
         assert fetch(urls, db) == 2
         err = capsys.readouterr().err
-        assert "run 1 over" in err and "--resume" in err and "--new" in err, err
+        for part in ("run 1 over", "--resume", "--new"):
+            assert part in err, err
         assert query(db, "SELECT count(*) FROM runs") == [(2,)]  # nothing was started
         # --resume finds run 1, though run 2 is the newest: its process is gone.
         assert fetch(urls, db, "--resume") == 0
@@ -152,7 +153,8 @@ def test_resume_with_several_unfinished_runs_names_them(
         capsys.readouterr()
         assert fetch(urls, db, "--resume") == 2
         err = capsys.readouterr().err
-        assert "runs 1, 3" in err and "--run" in err, err
+        assert "runs 1, 3" in err, err
+        assert "--run" in err, err
         assert fetch(urls, db, "--resume", "--run", "2") == 0  # complete: nothing to do
         assert "already complete" in capsys.readouterr().err
         assert fetch(urls, db, "--resume", "--run", "4") == 2
@@ -187,7 +189,7 @@ def test_the_summary_and_exit_status_cover_every_session(tmp_path: Path) -> None
     assert second.returncode == 3, second.stderr  # session 1's malformed lines still count
     lines = [line.strip() for line in second.stdout.splitlines()]
     run_line = next(line for line in lines if line.startswith("run "))
-    assert "2 sessions" in run_line and "26 records" in run_line, run_line
+    assert "2 sessions · 26 records" in run_line, run_line
     assert "21 responses (2xx 20 · 5xx 1)" in run_line, run_line
     assert "3 errors (ConnectError 3)" in run_line, run_line
     assert "2 malformed lines skipped" in run_line, run_line
@@ -208,7 +210,8 @@ def test_attempts_never_exceed_retries_plus_one(tmp_path: Path) -> None:
     rows = query(db, "SELECT url, attempts, status, error_type FROM results ORDER BY line")
     assert rows[0][1:] == (1, 200, None)
     assert all(r[1] == 3 for r in rows[1:]), rows  # 1 + 2 retries, never 4
-    assert rows[-2][2] == 503 and rows[-1][3] == "ConnectError"
+    assert rows[-2][2] == 503
+    assert rows[-1][3] == "ConnectError"
 
 
 def test_a_schema_1_database_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_get(commands)
     _add_doctor(commands)
     _add_demo(commands)
+    _add_serve_demo(commands)
     return parser
 
 
@@ -221,7 +222,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--count", type=positive_int, default=20_000, metavar="N",
                    help="URLs to fetch (default 20000)")
     p.add_argument("--hosts", type=positive_int, default=4, metavar="N",
-                   help="local origins, on 127.0.0.1, 127.0.0.2, ... (default 4)")
+                   help="local origins, on 127.0.0.1, 127.0.0.2, ... (default 4; at most 250)")
     p.add_argument("--db", metavar="PATH", help="results database (default: in a new "
                                                 "temporary directory)")
     p.add_argument("-c", "--concurrency", type=positive_int, default=64, metavar="N")
@@ -235,3 +236,32 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
     return run_demo(args)
+
+
+def _add_serve_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "serve-demo", help="serve the demo's local origins until Ctrl-C",
+        description="Serve the local HTTP/1.1 origins of `poolhttp demo` on 127.0.0.1, "
+                    "127.0.0.2, ... and print them; runs until Ctrl-C or SIGTERM. Any path "
+                    "works; the query chooses the answer: ?status=N (200-599), ?delay=S "
+                    "(at most 30), ?size=N (bytes, at most 16 MiB), ?close=1 (hang up); "
+                    "/echo answers JSON describing the request.")
+    p.add_argument("--port", type=count, default=0, metavar="P",
+                   help="the port of every origin (default: a free port for each); where "
+                        "only 127.0.0.1 is local, the origins take ports P, P+1, ...")
+    p.add_argument("--hosts", type=positive_int, default=4, metavar="N",
+                   help="origins, on 127.0.0.1 to 127.0.0.N (default 4; at most 250)")
+    p.add_argument("--json", action="store_true",
+                   help='print the origins as one JSON line {"origins": [...]}, for programs')
+    p.add_argument("--until-stdin-eof", action="store_true",
+                   help="also stop when standard input closes (a parent process that ends "
+                        "cannot leave the server running)")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="event loop (auto: uvloop when installed)")
+    p.set_defaults(handler=_run_serve_demo)
+
+
+def _run_serve_demo(args: argparse.Namespace) -> int:
+    from ._server import run_serve_demo
+
+    return run_serve_demo(args)

@@ -1,11 +1,12 @@
 """`poolhttp demo`: the bulk fetcher end to end, with nothing but Python and loopback.
 
-It starts the local server (`_server`) in a child process on 127.0.0.1, 127.0.0.2, ... (one
-origin per address), writes a file of URLs spread over them, and runs `poolhttp fetch` on it:
-progress, results database and summary are the real thing. The URL mix is deterministic and
-includes some 404s, 503s, larger bodies, slow answers and dropped connections, so the summary
-has something to show. The child exits when its standard input closes, so it cannot outlive
-the demo, even one killed by SIGKILL.
+It starts the local server (`poolhttp serve-demo`, see `_server`) in a child process on
+127.0.0.1, 127.0.0.2, ... (one origin per address), writes a file of URLs spread over them, and
+runs `poolhttp fetch` on it: progress, results database and summary are the real thing. The
+URL mix is deterministic and includes some 404s, 503s, larger bodies, slow answers and dropped
+connections, so the summary has something to show. The child runs with --until-stdin-eof: it
+exits when its standard input closes, so it cannot outlive the demo, even one killed by
+SIGKILL.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def demo_path(index: int) -> str:
 @contextmanager
 def demo_servers(hosts: int, loop: str = "auto") -> Iterator[list[str]]:
     """Run the local server in a child process; yields its origins."""
-    cmd = [sys.executable, "-m", "poolhttp.cli._server", "--hosts", str(hosts)]
-    if loop in ("auto", "uvloop") and _has_uvloop():
-        cmd += ["--loop", "uvloop"]
+    # The loop is chosen here: a missing uvloop is then the parent's clear error, not a child
+    # that fails to start.
+    child_loop = "uvloop" if loop in ("auto", "uvloop") and _has_uvloop() else "asyncio"
+    cmd = [sys.executable, "-m", "poolhttp", "serve-demo", "--hosts", str(hosts), "--json",
+           "--until-stdin-eof", "--loop", child_loop]
     child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         yield _origins(child)

@@ -12,10 +12,11 @@ connection. The response is chosen by the query string, so any path works:
 It counts requests in flight per listening address (`ServerStats`), which is how the tests
 check the fetcher's concurrency bounds from the server's side.
 
-Run on its own, it prints one JSON line `{"origins": [...]}` and serves until its standard
-input closes, so a parent that dies (even by SIGKILL) never leaves it running:
-
-    python -m poolhttp.cli._server --hosts 4
+Run on its own it is `poolhttp serve-demo` (`run_serve_demo`): it prints the origins and
+serves until SIGINT or SIGTERM, and with --until-stdin-eof also until its standard input
+closes, so a parent that dies (even by SIGKILL) never leaves it running. `--json` prints them
+as one line `{"origins": [...]}` for a program to read. The older entry point
+`python -m poolhttp.cli._server --hosts 4` (the benchmark's) is that with both flags.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import signal
 import socket
@@ -30,14 +32,17 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import cast
+from typing import IO, cast
 from urllib.parse import parse_qsl
 
-__all__ = ["LocalServer", "ServerStats", "serve_forever"]
+from ._errors import CliError
+
+__all__ = ["LocalServer", "ServerStats", "run_serve_demo", "serve_forever"]
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 16 * 1024 * 1024
 _MAX_DELAY = 30.0
+_MAX_HOSTS = 250  # 127.0.0.1 to 127.0.0.250
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
             304: "Not Modified", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
             429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
@@ -223,21 +228,34 @@ class LocalServer:
 
     >>> async with LocalServer(hosts=2) as server:                      # doctest: +SKIP
     ...     server.origins  # ['http://127.0.0.1:40123', 'http://127.0.0.2:40124']
+
+    `port`: the port of every origin (see `_bind`); 0, the default, takes a free one for each.
     """
 
-    def __init__(self, hosts: int = 1, *, record_targets: bool = False) -> None:
-        if not 1 <= hosts <= 250:
-            raise ValueError(f"hosts must be between 1 and 250, got {hosts}")
+    def __init__(self, hosts: int = 1, *, record_targets: bool = False, port: int = 0) -> None:
+        if not 1 <= hosts <= _MAX_HOSTS:
+            raise ValueError(f"hosts must be between 1 and {_MAX_HOSTS}, got {hosts}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {port}")
         self.hosts = hosts
+        self.port = port
         self.stats = ServerStats(targets=Counter() if record_targets else None)
         self.origins: list[str] = []
         self.transports: set[asyncio.Transport] = set()
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
+        """Listen on every address; if one cannot be had, close those already open."""
+        try:
+            await self._listen_all()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _listen_all(self) -> None:
         loop = asyncio.get_running_loop()
         for index in range(self.hosts):
-            sock = _bind(index)
+            sock = _bind(index, self.port)
             port = sock.getsockname()[1]
             origin = f"http://{sock.getsockname()[0]}:{port}"
 
@@ -265,16 +283,31 @@ class LocalServer:
         await self.aclose()
 
 
-def _bind(index: int) -> socket.socket:
-    """A listening socket on 127.0.0.(index+1); on 127.0.0.1 if that address is not local
-    (some systems only configure 127.0.0.1), where the port alone tells origins apart."""
+def _bind(index: int, port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.(index+1), on `port` (0: a free one); on 127.0.0.1 if
+    that address is not local (some systems only configure 127.0.0.1), where the port alone
+    tells origins apart: port+index for a given port. A given port that is in use is an error
+    (OSError naming the address), never a silent move to another address."""
+    try:
+        return _listen(f"127.0.0.{index + 1}", port)
+    except OSError as exc:
+        if index == 0 or (port and exc.errno != errno.EADDRNOTAVAIL):
+            raise
+    if port and port + index > 65535:
+        raise OSError(errno.EADDRNOTAVAIL, f"only 127.0.0.1 is local here, so origin "
+                      f"{index + 1} would need port {port + index}, past 65535",
+                      f"127.0.0.{index + 1}:{port}")
+    return _listen("127.0.0.1", port + index if port else 0)
+
+
+def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((f"127.0.0.{index + 1}", 0))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, port))
+        except OSError as exc:  # named, for the message: "[Errno 98] ...: '127.0.0.2:8080'"
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from None
         sock.listen(1024)
         sock.setblocking(False)
     except BaseException:
@@ -283,8 +316,10 @@ def _bind(index: int) -> socket.socket:
     return sock
 
 
-async def serve_forever(hosts: int) -> None:
-    """Serve until standard input reaches end of file or SIGTERM/SIGINT arrives."""
+async def serve_forever(hosts: int, *, port: int = 0, json_line: bool = False,
+                        until_stdin_eof: bool = False, out: IO[str] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT arrives (or, with `until_stdin_eof`, standard input reaches
+    end of file), after printing the origins to `out` (standard output)."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -295,6 +330,7 @@ async def serve_forever(hosts: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, finish)
+
     def watch_stdin() -> None:
         # A daemon thread: it may stay blocked in read() without holding up the exit.
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -303,13 +339,59 @@ async def serve_forever(hosts: int) -> None:
         with contextlib.suppress(RuntimeError):  # the loop may be closed already
             loop.call_soon_threadsafe(finish)
 
-    async with LocalServer(hosts) as server:
-        print(json.dumps({"origins": server.origins}), flush=True)
-        threading.Thread(target=watch_stdin, daemon=True).start()
+    server = LocalServer(hosts, port=port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise _cannot_listen(exc) from None
+    try:
+        _announce(server.origins, json_line, until_stdin_eof, out or sys.stdout)
+        if until_stdin_eof:
+            threading.Thread(target=watch_stdin, daemon=True).start()
         await stop
+    finally:
+        await server.aclose()
+
+
+def _cannot_listen(exc: OSError) -> CliError:
+    where = exc.filename or "127.0.0.1"
+    if exc.errno == errno.EADDRINUSE:
+        return CliError(f"cannot listen on {where}: the port is in use (another server is "
+                        "listening there); pick another --port, or leave --port out to take "
+                        "free ports")
+    return CliError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def _announce(origins: list[str], json_line: bool, until_stdin_eof: bool, out: IO[str]) -> None:
+    if json_line:
+        print(json.dumps({"origins": origins}), file=out, flush=True)
+        return
+    until = "Ctrl-C or the end of standard input" if until_stdin_eof else "Ctrl-C"
+    lines = [f"poolhttp serve-demo: serving {len(origins)} demo "
+             f"origin{'' if len(origins) == 1 else 's'} until {until}:"]
+    lines += [f"  {origin}" for origin in origins]
+    lines.append("Any path; ?status=404, ?delay=0.5, ?size=1000, ?close=1 choose the answer, "
+                 "/echo describes the request. Try:")
+    lines.append(f"  poolhttp get '{origins[0]}/item?status=404&delay=0.5' -v")
+    print("\n".join(lines), file=out, flush=True)
+
+
+def run_serve_demo(args: argparse.Namespace) -> int:
+    """`poolhttp serve-demo`: exit status 0 once stopped (being stopped is how it ends)."""
+    from ._drive import run_loop
+
+    if args.port > 65535:
+        raise CliError(f"--port {args.port}: must be at most 65535")
+    if args.hosts > _MAX_HOSTS:
+        raise CliError(f"--hosts {args.hosts}: at most {_MAX_HOSTS} (127.0.0.1 to "
+                       f"127.0.0.{_MAX_HOSTS})")
+    run_loop(args.loop, lambda: serve_forever(
+        args.hosts, port=args.port, json_line=args.json, until_stdin_eof=args.until_stdin_eof))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The older entry point: `poolhttp serve-demo --json --until-stdin-eof`."""
     parser = argparse.ArgumentParser(prog="python -m poolhttp.cli._server",
                                      description="Local HTTP server for demos and tests.")
     parser.add_argument("--hosts", type=int, default=1, help="loopback addresses to serve on")
@@ -318,9 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(serve_forever(args.hosts))
+        uvloop.run(serve_forever(args.hosts, json_line=True, until_stdin_eof=True))
     else:
-        asyncio.run(serve_forever(args.hosts))
+        asyncio.run(serve_forever(args.hosts, json_line=True, until_stdin_eof=True))
 
 
 if __name__ == "__main__":
