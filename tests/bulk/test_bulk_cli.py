@@ -257,6 +257,51 @@ def test_demo_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "complete" in out
     assert query(db, "SELECT count(*), count(DISTINCT line) FROM results") == [(400, 400)]
     assert query(db, "SELECT count(*) FROM results WHERE status = 404") == [(4,)]
+    # The deliberate faults are named, counted from the database, and nothing else failed.
+    assert "404 Not Found: 4 of the 4 URLs with ?status=404" in out
+    assert "503 Service Unavailable: 1 of the 1 URLs with ?status=503" in out
+    assert "Every other URL answered 200" in out
+
+
+def test_demo_keeps_its_results_here_and_no_temporary_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--count", "1200", "--hosts", "2", "--progress", "none",
+                 "--loop", "asyncio"]) == 0
+    out = capsys.readouterr().out
+    assert list(scratch.iterdir()) == []  # the URL list's directory is gone
+    db = tmp_path / "poolhttp-demo.sqlite"
+    assert query(db, "SELECT count(*) FROM results") == [(1200,)]
+    assert "dropped connections (ServerDisconnected): 2 of the 2 URLs with ?close=1" in out
+    assert query(db, "SELECT count(*) FROM results WHERE error_type = 'ServerDisconnected'") \
+        == [(2,)]
+
+
+def test_demo_faults_tell_deliberate_from_real_errors(tmp_path: Path) -> None:
+    from poolhttp.cli._demo import expected_faults, fault_lines
+    from poolhttp.cli._store import Store
+
+    assert expected_faults(2000) == {"404": 20, "503": 4, "ServerDisconnected": 2}
+    db = tmp_path / "f.sqlite"
+    store = Store.open(db)
+    run = store.start_run("/l.txt", None, {}, {})
+    rows = [(run.run_id, 1, None, "GET", "http://a/item/7?status=404", "http://a:80", 404,
+             None, None, None, None, 0.1, 1, 0, None, None, None, 0.0, 1),
+            (run.run_id, 2, None, "GET", "http://a/item/8", "http://a:80", None, None, None,
+             "ConnectError", "refused", 0.1, 1, None, None, None, None, 0.0, 1),
+            (run.run_id, 3, None, "GET", "http://a/item/9", "http://a:80", 500, None, None,
+             None, None, 0.1, 1, 0, None, None, None, 0.0, 1)]
+    store.write(rows)
+    store.close()
+    lines = fault_lines(db, "/l.txt", 10)
+    assert lines[1] == "  404 Not Found: 1 of the 1 URLs with ?status=404"
+    assert lines[-1].startswith("Not deliberate: ConnectError 1 · status 500 1;"), lines
 
 
 def test_error_counts_are_singular_and_plural() -> None:

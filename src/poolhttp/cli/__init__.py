@@ -223,8 +223,8 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="URLs to fetch (default 20000)")
     p.add_argument("--hosts", type=positive_int, default=4, metavar="N",
                    help="local origins, on 127.0.0.1, 127.0.0.2, ... (default 4; at most 250)")
-    p.add_argument("--db", metavar="PATH", help="results database (default: in a new "
-                                                "temporary directory)")
+    p.add_argument("--db", metavar="PATH", help="results database (default: "
+                                                "poolhttp-demo.sqlite, here)")
     p.add_argument("-c", "--concurrency", type=positive_int, default=64, metavar="N")
     p.add_argument("--per-host", type=positive_int, default=16, metavar="N")
     p.add_argument("--progress", choices=("auto", "bar", "plain", "none"), default="auto")

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import select
+import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ from ._drive import fetch_command
 from ._errors import CliError
 from ._fetch import FetchArgs
 
-__all__ = ["demo_path", "demo_servers", "run_demo"]
+__all__ = ["demo_path", "demo_servers", "expected_faults", "fault_lines", "run_demo"]
 
 _START_TIMEOUT = 15.0
 
@@ -96,25 +98,78 @@ def write_urls(path: Path, origins: list[str], count: int) -> None:
             f.write(f"{origins[index % len(origins)]}{demo_path(index)}\n")
 
 
+DEFAULT_DEMO_DB = "poolhttp-demo.sqlite"
+
+# The faults the demo's list holds on purpose (see demo_path), by what they look like in the
+# results: (the URL's marker, the status or error type it yields, what to call it).
+_FAULTS = (("?status=404", "404", "404 Not Found"),
+           ("?status=503", "503", "503 Service Unavailable"),
+           ("?close=1", "ServerDisconnected", "dropped connections (ServerDisconnected)"))
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    """With --db, the URL list lives in a temporary directory removed at the end; without,
-    a new directory keeps both the list and the results for you to explore."""
-    if args.db:
-        with tempfile.TemporaryDirectory(prefix="poolhttp-demo-") as scratch:
-            return _demo(args, Path(scratch) / "urls.txt", Path(args.db), keep=False)
-    kept = Path(tempfile.mkdtemp(prefix="poolhttp-demo-"))
-    return _demo(args, kept / "urls.txt", kept / "results.sqlite", keep=True)
+    """The URL list lives in a temporary directory removed at the end; the results go to
+    --db, by default poolhttp-demo.sqlite in the current directory, to explore."""
+    db = Path(args.db or DEFAULT_DEMO_DB)
+    with tempfile.TemporaryDirectory(prefix="poolhttp-demo-") as scratch:
+        return _demo(args, Path(scratch) / "urls.txt", db)
 
 
-def _demo(args: argparse.Namespace, urls: Path, db: Path, *, keep: bool) -> int:
+def _demo(args: argparse.Namespace, urls: Path, db: Path) -> int:
     with demo_servers(args.hosts, args.loop) as origins:
         write_urls(urls, origins, args.count)
-        where = f"\n  urls:    {urls}" if keep else ""
         print(f"poolhttp demo: {args.count:,} URLs over {len(origins)} local origins "
-              f"({', '.join(origins)}){where}\n  results: {db}", flush=True)
+              f"({', '.join(origins)})\n  results: {db}", flush=True)
         status = fetch_command(FetchArgs(
             urls=str(urls), db=str(db), concurrency=args.concurrency, per_host=args.per_host,
-            progress=args.progress, loop=args.loop, progress_interval=2.0))
+            progress=args.progress, loop=args.loop, progress_interval=2.0, new=True))
+    print()
+    for line in fault_lines(db, str(urls.resolve()), args.count):
+        print(line)
     print(f"\nExplore the results, for example:\n  sqlite3 {db} 'SELECT status, error_type, "
-          "count(*) FROM results GROUP BY 1, 2'")
+          "count(*) FROM results WHERE latest GROUP BY 1, 2'")
     return status
+
+
+def expected_faults(count: int) -> Counter[str]:
+    """How many of the first `count` demo URLs carry each deliberate fault."""
+    faults: Counter[str] = Counter()
+    for index in range(count):
+        path = demo_path(index)
+        for marker, outcome, _ in _FAULTS:
+            if path.endswith(marker):
+                faults[outcome] += 1
+    return faults
+
+
+def fault_lines(db: Path, urls: str, count: int) -> list[str]:
+    """What the summary's errors were: the demo's deliberate faults, told apart from
+    anything else (which would be a real problem), from the stored results."""
+    expected = expected_faults(count)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT url, status, error_type, count(*) FROM results WHERE latest AND input = ? "
+            "AND (status IS NULL OR status != 200) GROUP BY 1, 2, 3", (urls,)).fetchall()
+    finally:
+        conn.close()
+    deliberate: Counter[str] = Counter()
+    other: Counter[str] = Counter()
+    for url, status, error_type, n in rows:
+        outcome = str(status) if status is not None else error_type
+        if any(url.endswith(marker) and outcome == wanted for marker, wanted, _ in _FAULTS):
+            deliberate[outcome] += n
+        else:
+            other[outcome if status is None else f"status {status}"] += n
+    lines = ["Deliberate faults in the demo's list (they are there to show in the summary):"]
+    for marker, outcome, name in _FAULTS:
+        lines.append(f"  {name}: {deliberate[outcome]:,} of the {expected[outcome]:,} URLs "
+                     f"with {marker}")
+    if other:
+        shown = " · ".join(f"{kind} {n:,}" for kind, n in other.most_common())
+        lines.append(f"Not deliberate: {shown}; these are real problems of this machine "
+                     "or of poolhttp (the demo's other URLs should all answer 200).")
+    else:
+        lines.append("Every other URL answered 200: no error came from anything but the "
+                     "faults above.")
+    return lines
