@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 from ._config import Limits, PoolConfig, Retry, Timeout, TimeoutTypes
@@ -19,9 +19,9 @@ from ._cookies import Cookies, CookieTypes
 from ._core.pool import PoolKey
 from ._decoders import accept_encoding
 from ._exceptions import InvalidRequest, PoolClosed, ProxyError, TotalTimeout
-from ._headers import Headers, HeaderTypes, encode_header_pairs
+from ._headers import Headers, HeaderTypes, check_trailers, encode_header_pairs, trailer_pairs
 from ._log import DEBUG, client_log
-from ._models import Request, Response, check_method
+from ._models import Request, Response, TrailerSource, check_method
 from ._mounts import Mount
 from ._proxy import Proxy
 from ._retry import RetryPlan
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientBase", "ProxyTypes", "RequestContent", "SocketOption"]
 
+#: `trailers=`: header-like fields, or a callable returning them once the body has been sent.
+TrailerTypes = HeaderTypes | Callable[[], HeaderTypes] | None
 RequestContent = Any  # bytes | str | Iterable[bytes] | AsyncIterable[bytes]; checked at run time
 ProxyTypes = Union[str, URL, "Proxy", None]
 SocketOption = tuple[int, int, int | bytes]  # (level, option, value), as socket.setsockopt
@@ -150,7 +152,7 @@ class ClientBase(Generic[R]):
                 json: Any = None,
                 timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
                 follow_redirects: bool | None = None, auth: AuthTypes = None,
-                cookies: CookieTypes | None = None) -> R:
+                cookies: CookieTypes | None = None, trailers: TrailerTypes = None) -> R:
         raise NotImplementedError
 
     def get(self, url: str | URL, *, params: QueryParams | None = None,
@@ -306,9 +308,12 @@ class ClientBase(Generic[R]):
     def _build(self, method: str, url: str | URL, params: QueryParams | None,
                headers: HeaderTypes | None, content: RequestContent,
                data: Mapping[str, Any] | None, json: Any, files: FilesTypes | None, *,
-               allow_async_body: bool) -> Request:
+               allow_async_body: bool, trailers: TrailerTypes = None) -> Request:
         """Validate the arguments and make the Request; the connection that carries it
         encodes it (see `RequestEncoder`). A streamed body is on `request.stream`."""
+        if trailers is not None:
+            return self._build_with_trailers(method, url, params, headers, content, data,
+                                             json, files, allow_async_body, trailers)
         if method.__class__ is not str or method not in _METHODS_OK:
             method = check_method(method)
         if isinstance(url, str):
@@ -330,6 +335,31 @@ class ClientBase(Generic[R]):
         if content_type is not None and not any(n.lower() == b"content-type" for n, _ in extra):
             extra.append((b"Content-Type", content_type))
         return Request.build(method, target, extra, self._headers.raw, body, stream, length)
+
+    def _build_with_trailers(self, method: str, url: str | URL, params: QueryParams | None,
+                             headers: HeaderTypes | None, content: RequestContent,
+                             data: Mapping[str, Any] | None, json: Any,
+                             files: FilesTypes | None, allow_async_body: bool,
+                             trailers: HeaderTypes | Callable[[], HeaderTypes]) -> Request:
+        """A request with trailer fields: its body goes chunked on HTTP/1.1 (the only
+        framing with trailers), and they follow it as a last HEADERS frame on HTTP/2.
+
+        A callable is called once the body has been sent, for fields computed from it (a
+        checksum of a streamed upload); with a body known in advance it is called now. Field
+        names given up front are announced in a `Trailer` header (RFC 9110 6.6.2)."""
+        source: TrailerSource = trailers if callable(trailers) else check_trailers(trailers)
+        request = self._build(method, url, params, headers, content, data, json, files,
+                              allow_async_body=allow_async_body)
+        request.trailers = source
+        if request.stream is None and callable(source):
+            request.trailers = trailer_pairs(request)
+        request.stream_length = None  # chunked on HTTP/1.1, whatever the size
+        fields = request.trailers
+        if isinstance(fields, list) and fields and not any(
+                name.lower() == b"trailer" for name, _ in request.extra_headers):
+            names = b", ".join(dict.fromkeys(name.lower() for name, _ in fields))
+            request.extra_headers = [*request.extra_headers, (b"Trailer", names)]
+        return request
 
     def _closed_error(self) -> PoolClosed:
         return PoolClosed(f"this {type(self).__name__} is closed; create a new one "

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from ._exceptions import InvalidRequest
 
-__all__ = ["HeaderTypes", "Headers", "encode_header_pairs", "split_header_block"]
+if TYPE_CHECKING:
+    from ._models import Request
+
+__all__ = ["HeaderTypes", "Headers", "check_trailers", "encode_header_pairs",
+           "split_header_block", "trailer_pairs"]
 
 HeaderTypes = Union[
     "Headers",
@@ -218,3 +222,40 @@ def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
         name, _, value = line.partition(b":")
         pairs.append((name, value.strip(b" \t")))
     return pairs
+
+
+# Fields a sender must not put in trailers (RFC 9110 6.5.1): framing, routing, request
+# modifiers, authentication, and what processing the content depends on.
+_NOT_IN_TRAILERS = frozenset({
+    b"transfer-encoding", b"content-length", b"host", b"connection", b"keep-alive", b"te",
+    b"trailer", b"upgrade", b"proxy-connection", b"cache-control", b"expect", b"max-forwards",
+    b"pragma", b"range", b"if-match", b"if-none-match", b"if-modified-since",
+    b"if-unmodified-since", b"if-range", b"authorization", b"proxy-authorization", b"cookie",
+    b"set-cookie", b"content-encoding", b"content-type", b"content-range"})
+
+
+def check_trailers(trailers: HeaderTypes) -> list[tuple[bytes, bytes]]:
+    """Trailer fields as validated pairs; InvalidRequest naming a field that may not be a
+    trailer or a malformed one."""
+    pairs = encode_header_pairs(trailers)
+    for name, _ in pairs:
+        if name.lower() in _NOT_IN_TRAILERS:
+            raise InvalidRequest(f"{name.decode('latin-1')!r} may not be sent as a trailer "
+                                 "field (RFC 9110 6.5.1): send it as a header")
+    return pairs
+
+
+def trailer_pairs(request: Request) -> list[tuple[bytes, bytes]]:
+    """The request's trailer fields, now: a callable is called (once the body has been
+    sent, by the connection that sends them) and what it returns checked."""
+    trailers = request.trailers
+    if trailers is None:
+        return []
+    if callable(trailers):
+        try:
+            made = trailers()
+        except Exception as exc:
+            raise InvalidRequest(f"the trailers callable raised {type(exc).__name__}: "
+                                 f"{exc}") from exc
+        return check_trailers(made) if made is not None else []
+    return trailers

@@ -6,7 +6,7 @@ import datetime
 import itertools
 import json as jsonlib
 import re
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from ._core.http11 import split_status_line
@@ -53,6 +53,13 @@ def check_method(method: str) -> str:
     return upper
 
 
+def body_problem(exc: Exception) -> str:
+    """The message of a WriteError for a streamed body that could not be sent as given."""
+    if isinstance(exc, InvalidRequest):  # the trailers (see trailer_pairs) say what it was
+        return str(exc)
+    return f"bad chunk in the request body: {exc}"
+
+
 def body_chunk(chunk: Any) -> bytes | bytearray | memoryview:
     """One chunk of a streamed request body as bytes (str is encoded as UTF-8); TypeError
     for anything else. Every connection kind checks its chunks with this."""
@@ -70,7 +77,7 @@ class Request:
     """
 
     __slots__ = ("_base_headers", "_headers", "content", "extra_headers", "method", "stream",
-                 "stream_length", "url")
+                 "stream_length", "trailers", "url")
 
     def __init__(self, method: str, url: URL | str, *, headers: HeaderTypes | None = None,
                  content: bytes | None = None) -> None:
@@ -81,12 +88,16 @@ class Request:
         self.content = content
         self.stream: Any = None
         self.stream_length: int | None = None  # a streamed body's size, when it is known
+        #: Trailer fields sent after the body: validated pairs, or a callable returning
+        #: headers, called once the body has gone out (see `trailer_pairs`).
+        self.trailers: TrailerSource | None = None
         self._headers: Headers | None = None
 
     @classmethod
     def build(cls, method: str, url: URL, extra_headers: list[tuple[bytes, bytes]],
               base_headers: list[tuple[bytes, bytes]], content: bytes | None,
-              stream: Any, stream_length: int | None = None) -> Request:
+              stream: Any, stream_length: int | None = None,
+              trailers: TrailerSource | None = None) -> Request:
         """The client's constructor: arguments already validated."""
         request = cls.__new__(cls)
         request.method = method
@@ -96,6 +107,7 @@ class Request:
         request.content = content
         request.stream = stream
         request.stream_length = stream_length
+        request.trailers = trailers
         request._headers = None
         return request
 
@@ -118,6 +130,9 @@ class Request:
     def __repr__(self) -> str:
         return f"<Request [{self.method} {self.url}]>"
 
+
+#: What `Request.trailers` holds: checked pairs, or a callable made to return headers.
+TrailerSource = list[tuple[bytes, bytes]] | Callable[[], HeaderTypes]
 
 class AsyncResponseStream(Protocol):
     async def read_chunk(self) -> bytes: ...  # b"" once the body has ended

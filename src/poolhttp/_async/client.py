@@ -9,7 +9,13 @@ from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._client_base import ClientBase, ProxyTypes, RequestContent, SocketOption
+from .._client_base import (
+    ClientBase,
+    ProxyTypes,
+    RequestContent,
+    SocketOption,
+    TrailerTypes,
+)
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._cookies import Cookies, CookieTypes
 from .._core.pool import PoolStats
@@ -83,7 +89,8 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                 json: Any = None,
                       timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
                       follow_redirects: bool | None = None, auth: AuthTypes = None,
-                      cookies: CookieTypes | None = None) -> Response:
+                      cookies: CookieTypes | None = None,
+                      trailers: TrailerTypes = None) -> Response:
         """Send a request and read the whole response body.
 
         `trace(event, info)`, if given, is called as the request goes: "connection.acquired"
@@ -92,7 +99,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         "response.headers" (info["status"]) and "response.complete". Every info has "time".
         """
         request = self._build(method, url, params, headers, content, data, json, files,
-                              allow_async_body=True)
+                              allow_async_body=True, trailers=trailers)
         resolved = (self.timeout if timeout is None and not self._mounted
                     else self._resolve_timeout(timeout, request))
         steps = self._steps
@@ -109,7 +116,8 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                 json: Any = None,
                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
                follow_redirects: bool | None = None, auth: AuthTypes = None,
-               cookies: CookieTypes | None = None) -> AsyncStreamContext:
+               cookies: CookieTypes | None = None,
+               trailers: TrailerTypes = None) -> AsyncStreamContext:
         """Send a request; the response's body is read as you iterate it.
 
         >>> async with client.stream("GET", url) as response:      # doctest: +SKIP
@@ -120,7 +128,7 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         the block early closes it instead.
         """
         request = self._build(method, url, params, headers, content, data, json, files,
-                              allow_async_body=True)
+                              allow_async_body=True, trailers=trailers)
         return AsyncStreamContext(self, request, self._resolve_timeout(timeout, request), trace,
                                   self._step_options(follow_redirects, auth, cookies))
 

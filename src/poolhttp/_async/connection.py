@@ -16,7 +16,7 @@ from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from .._core.http11 import ResponseReader, keep_alive_timeout
+from .._core.http11 import ResponseReader, keep_alive_timeout, last_chunk
 from .._core.pool import Conn
 from .._exceptions import (
     ReadError,
@@ -28,7 +28,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response, body_chunk
+from .._models import Request, Response, body_chunk, body_problem
 from .._trace import Trace, emit
 
 if TYPE_CHECKING:
@@ -142,14 +142,13 @@ class AsyncConnection(asyncio.Protocol):
                         return
             if self.exchange is exchange:
                 if exchange.request.stream_length is None:
-                    transport.write(b"0\r\n\r\n")
+                    transport.write(last_chunk(exchange.request))
                 exchange.request_sent = True
         except TransportError:
             raise
         except (TypeError, ValueError) as exc:
-            error = WriteError(f"bad chunk in the request body: {exc}", origin=self.origin)
-            self.fail(error)
-            raise WriteError(f"bad chunk in the request body: {exc}", origin=self.origin) from exc
+            self.fail(WriteError(body_problem(exc), origin=self.origin))
+            raise WriteError(body_problem(exc), origin=self.origin) from exc
 
     async def _write_chunk(self, transport: asyncio.Transport, exchange: AsyncExchange,
                            chunk: Any) -> bool:

@@ -43,7 +43,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response, body_chunk
+from .._models import Request, Response, body_chunk, body_problem
 from .._trace import Trace, emit
 from .connection import BodyBuffer, fail_caller
 
@@ -224,7 +224,8 @@ class AsyncH2Connection(asyncio.Protocol):
         has_stream = request.stream is not None
         try:
             exchange.stream_id = session.start(self._pool.h2_encoder.headers(request),
-                                               exchange, body is None and not has_stream)
+                                               exchange, body is None and not has_stream,
+                                               request)
         except StreamReset as exc:  # no room under a lowered stream limit: resent
             exchange.fail(exc)
             self.ended(exchange, True)
@@ -263,10 +264,8 @@ class AsyncH2Connection(asyncio.Protocol):
                 self.session.send_data(exchange.stream_id, b"", True)
                 self.flush()
         except (TypeError, ValueError) as exc:
-            self.abandon_exchange(exchange, WriteError(
-                f"bad chunk in the request body: {exc}", origin=self.origin))
-            raise WriteError(f"bad chunk in the request body: {exc}",
-                             origin=self.origin) from exc
+            self.abandon_exchange(exchange, WriteError(body_problem(exc), origin=self.origin))
+            raise WriteError(body_problem(exc), origin=self.origin) from exc
 
     async def _send_rest(self, exchange: AsyncH2Exchange, rest: memoryview) -> None:
         """The part of a bytes body the windows did not take at once."""

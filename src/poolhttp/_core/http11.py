@@ -40,7 +40,10 @@ from typing import TYPE_CHECKING, Final, Protocol
 import httptools
 
 from .._exceptions import RemoteProtocolError
-from .._headers import split_header_block  # one splitter, shared with Headers.from_block
+from .._headers import (
+    split_header_block,  # one splitter, shared with Headers.from_block
+    trailer_pairs,
+)
 
 if TYPE_CHECKING:
     from .._models import Request
@@ -365,6 +368,14 @@ def encode_request_head(method: str, target: bytes, header_block: bytes,
     return b"%s %s HTTP/1.1\r\n%s\r\n" % (method_bytes, target, header_block)
 
 
+def last_chunk(request: Request) -> bytes:
+    """The end of a chunked request body: the last chunk, the trailer fields, the blank line."""
+    if request.trailers is None:
+        return b"0\r\n\r\n"
+    fields = b"".join([name + b": " + value + b"\r\n" for name, value in trailer_pairs(request)])
+    return b"0\r\n" + fields + b"\r\n"
+
+
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 INLINE_BODY_MAX: Final = 16 * 1024  # smaller bodies go out in the same write as the head
 
@@ -416,6 +427,8 @@ class RequestEncoder:
         body = request.content
         if request.stream is not None:  # chunked, unless its size is known
             length: int | None = request.stream_length
+        elif request.trailers is not None:
+            length = None  # trailers come after a chunked body only (RFC 9112 7.1.2)
         elif body is not None:
             length = len(body)
         else:
@@ -433,6 +446,11 @@ class RequestEncoder:
                                        self._target(url),
                                        self._block(url, extra, request._base_headers), extra,
                                        length)
+        if request.trailers is not None and request.stream is None:  # chunked, whatever
+            if body is None:                                          # the body's size
+                return head + last_chunk(request), None
+            framed = b"%x\r\n" % len(body) + body + b"\r\n" if body else b""
+            return head + framed + last_chunk(request), None
         if body is not None and length is not None and length <= INLINE_BODY_MAX:
             return head + body, None
         return head, body

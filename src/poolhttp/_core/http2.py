@@ -55,6 +55,7 @@ from hpack.table import HeaderTable
 from hyperframe.frame import DataFrame, Frame, HeadersFrame
 
 from .._exceptions import RemoteProtocolError, StreamReset, h2_error_name
+from .._headers import trailer_pairs
 from .._models import Request
 
 __all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "H2Encoder", "H2Session", "SessionSink",
@@ -301,7 +302,8 @@ class H2Session:
     (`feed`), writes what `output()` returns after each call, and keeps one exchange per
     stream in `streams`."""
 
-    __slots__ = ("_acks", "_h2", "_trailers", "goaway", "origin", "sink", "streams")
+    __slots__ = ("_acks", "_h2", "_outgoing", "_trailers", "goaway", "origin", "sink",
+                 "streams")
 
     def __init__(self, sink: SessionSink, origin: str) -> None:
         self.sink = sink
@@ -309,6 +311,7 @@ class H2Session:
         self.streams: dict[int, StreamSink] = {}
         self.goaway: int | None = None  # the last_stream_id of a GOAWAY received
         self._trailers: dict[int, bytes] = {}
+        self._outgoing: dict[int, Request] = {}  # requests with trailers to send at their end
         # While `feed` runs: bytes consumed per stream, handed back once at its end (one
         # window update per stream and read, not per DATA frame).
         self._acks: dict[int, int] | None = None
@@ -349,13 +352,16 @@ class H2Session:
 
     # -- sending ---------------------------------------------------------------------------
     def start(self, headers: list[tuple[bytes, bytes]], sink: StreamSink,
-              end_stream: bool) -> int:
+              end_stream: bool, request: Request | None = None) -> int:
         """Open a stream for a request with `headers` (see H2Encoder); returns its id.
-        StreamReset (not processed) if the server's stream limit leaves no room for it."""
+        StreamReset (not processed) if the server's stream limit leaves no room for it.
+        A `request` with trailers gets them as a last HEADERS frame, which then carries the
+        END_STREAM instead of the headers or the last DATA frame (RFC 9113 8.1)."""
         h2 = self._h2
         stream_id: int = h2.get_next_available_stream_id()
+        trailing = request is not None and request.trailers is not None
         try:
-            h2.send_headers(stream_id, headers, end_stream=end_stream)
+            h2.send_headers(stream_id, headers, end_stream=end_stream and not trailing)
         except TooManyStreamsError:
             # The server lowered SETTINGS_MAX_CONCURRENT_STREAMS after the pool gave this
             # request its slot: h2 sent nothing, so the request is resent (processed False)
@@ -365,7 +371,17 @@ class H2Session:
                 f"{self.max_streams} before this request went out", origin=self.origin,
                 error_code=REFUSED_STREAM, processed=False) from None
         self.streams[stream_id] = sink
+        if trailing:
+            assert request is not None
+            self._outgoing[stream_id] = request
+            if end_stream:
+                self._send_trailers(stream_id)
         return stream_id
+
+    def _send_trailers(self, stream_id: int) -> None:
+        request = self._outgoing.pop(stream_id)
+        pairs = [(name.lower(), value) for name, value in trailer_pairs(request)]
+        self._h2.send_headers(stream_id, pairs, end_stream=True)
 
     def send_window(self, stream_id: int) -> int:
         """How many body bytes the server's windows take now on `stream_id`."""
@@ -384,23 +400,29 @@ class H2Session:
         frame = h2.max_outbound_frame_size
         sent = 0
         total = len(view)
+        trailing = end_stream and stream_id in self._outgoing
         while sent < total and window > 0:
             size = min(total - sent, window, frame)
             last = end_stream and sent + size == total
             try:
-                h2.send_data(stream_id, view[sent:sent + size].tobytes(), end_stream=last)
+                h2.send_data(stream_id, view[sent:sent + size].tobytes(),
+                             end_stream=last and not trailing)
             except FlowControlError:
                 break
             sent += size
             window -= size
-        if end_stream and total == 0:
-            h2.end_stream(stream_id)
+        if end_stream and sent == total:
+            if trailing:
+                self._send_trailers(stream_id)
+            elif total == 0:
+                h2.end_stream(stream_id)
         return sent
 
     def reset(self, stream_id: int, code: int = CANCEL) -> None:
         """Abandon a stream (RST_STREAM): a cancelled or timed-out request."""
         self.streams.pop(stream_id, None)
         self._trailers.pop(stream_id, None)
+        self._outgoing.pop(stream_id, None)
         try:
             self._h2.reset_stream(stream_id, code)
         except H2Error:  # StreamClosedError among them
@@ -486,6 +508,8 @@ class H2Session:
     def _on_ended(self, event: Any) -> None:
         sink = self.streams.pop(event.stream_id, None)
         trailers = self._trailers.pop(event.stream_id, b"") if self._trailers else b""
+        if self._outgoing:  # answered before the body ended: no trailers to send any more
+            self._outgoing.pop(event.stream_id, None)
         if sink is not None:
             sink.on_end(trailers)
 
@@ -493,6 +517,7 @@ class H2Session:
         stream_id = event.stream_id
         sink = self.streams.pop(stream_id, None)
         self._trailers.pop(stream_id, None)
+        self._outgoing.pop(stream_id, None)
         if sink is None:
             return
         code = int(event.error_code)
@@ -518,6 +543,7 @@ class H2Session:
         for stream_id in refused:
             sink = self.streams.pop(stream_id, None)
             self._trailers.pop(stream_id, None)
+            self._outgoing.pop(stream_id, None)
             if sink is None:
                 continue
             if code:

@@ -9,7 +9,13 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._client_base import ClientBase, ProxyTypes, RequestContent, SocketOption
+from .._client_base import (
+    ClientBase,
+    ProxyTypes,
+    RequestContent,
+    SocketOption,
+    TrailerTypes,
+)
 from .._config import Limits, Retry, Timeout, TimeoutTypes
 from .._cookies import Cookies, CookieTypes
 from .._core.pool import PoolStats
@@ -80,10 +86,11 @@ class Client(ClientBase[Response]):
                 json: Any = None,
                 timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
                 follow_redirects: bool | None = None, auth: AuthTypes = None,
-                cookies: CookieTypes | None = None) -> Response:
+                cookies: CookieTypes | None = None,
+                trailers: TrailerTypes = None) -> Response:
         """Send a request and read the whole response body. `trace`: see AsyncClient.request."""
         request = self._build(method, url, params, headers, content, data, json, files,
-                              allow_async_body=False)
+                              allow_async_body=False, trailers=trailers)
         resolved = (self.timeout if timeout is None and not self._mounted
                     else self._resolve_timeout(timeout, request))
         steps = self._steps
@@ -101,7 +108,8 @@ class Client(ClientBase[Response]):
                 json: Any = None,
                timeout: TimeoutTypes | Timeout = None, trace: Trace | None = None,
                follow_redirects: bool | None = None, auth: AuthTypes = None,
-               cookies: CookieTypes | None = None) -> Iterator[Response]:
+               cookies: CookieTypes | None = None,
+               trailers: TrailerTypes = None) -> Iterator[Response]:
         """Send a request; the response's body is read as you iterate it.
 
         >>> with client.stream("GET", url) as response:             # doctest: +SKIP
@@ -112,7 +120,7 @@ class Client(ClientBase[Response]):
         the block early closes it instead.
         """
         request = self._build(method, url, params, headers, content, data, json, files,
-                              allow_async_body=False)
+                              allow_async_body=False, trailers=trailers)
         response = self._send_with_steps(request, self._resolve_timeout(timeout, request), True,
                                          trace,
                                          *self._step_options(follow_redirects, auth, cookies))

@@ -17,9 +17,10 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .._core.http11 import ResponseReader, keep_alive_timeout
+from .._core.http11 import ResponseReader, keep_alive_timeout, last_chunk
 from .._core.pool import Conn
 from .._exceptions import (
+    InvalidRequest,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -29,7 +30,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response, body_chunk
+from .._models import Request, Response, body_chunk, body_problem
 from .._trace import Trace, emit
 from .tlstls import TLS_SOCKETS
 
@@ -192,7 +193,13 @@ class SyncConnection:
             if chunk and not self._send_watching(framed,
                                                  write_timeout, deadline):
                 return False
-        return sized or self._send_watching(b"0\r\n\r\n", write_timeout, deadline)
+        if sized:
+            return True
+        try:
+            end = last_chunk(request)
+        except InvalidRequest as exc:  # the trailers callable failed: the body is unfinished
+            raise WriteError(body_problem(exc), origin=self.origin) from exc
+        return self._send_watching(end, write_timeout, deadline)
 
     def _send_watching(self, data: bytes | bytearray | memoryview, write_timeout: float | None,
                        deadline: float | None) -> bool:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from .._core.http2 import H2Session
 from .._core.pool import Conn
 from .._exceptions import (
+    InvalidRequest,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -48,7 +49,7 @@ from .._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from .._models import Request, Response, body_chunk
+from .._models import Request, Response, body_chunk, body_problem
 from .._trace import Trace, emit
 
 if TYPE_CHECKING:
@@ -234,7 +235,8 @@ class SyncH2Connection:
                 headers = self._pool.h2_encoder.headers(request)
                 try:
                     exchange.stream_id = session.start(headers, exchange,
-                                                       body is None and chunks is None)
+                                                       body is None and chunks is None,
+                                                       request)
                 except StreamReset as exc:  # no room under a lowered stream limit
                     # Resent by the client; the pool learns the new limit first (the reader
                     # may not have told it yet), then gets the slot back.
@@ -265,10 +267,9 @@ class SyncH2Connection:
                     self._send_rest(exchange, memoryview(b""), True)
             with self.lock:
                 exchange.wait("head" if stream else "end")
-        except TypeError as exc:
+        except (TypeError, InvalidRequest) as exc:
             self.abandon(request)
-            raise WriteError(f"bad chunk in the request body: {exc}",
-                             origin=self.origin) from exc
+            raise WriteError(body_problem(exc), origin=self.origin) from exc
         finally:
             self._run_later()
         return self._response(exchange, stream)
