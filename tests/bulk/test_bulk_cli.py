@@ -285,13 +285,14 @@ def test_demo_keeps_its_results_here_and_no_temporary_directory(
 
 def test_demo_faults_tell_deliberate_from_real_errors(tmp_path: Path) -> None:
     from poolhttp.cli._demo import expected_faults, fault_lines
-    from poolhttp.cli._store import Store
+    from poolhttp.cli._store import Row, Store
 
     assert expected_faults(2000) == {"404": 20, "503": 4, "ServerDisconnected": 2}
     db = tmp_path / "f.sqlite"
     store = Store.open(db)
     run = store.start_run("/l.txt", None, {}, {})
-    rows = [(run.run_id, 1, None, "GET", "http://a/item/7?status=404", "http://a:80", 404,
+    rows: list[Row] = [
+            (run.run_id, 1, None, "GET", "http://a/item/7?status=404", "http://a:80", 404,
              None, None, None, None, 0.1, 1, 0, None, None, None, 0.0, 1),
             (run.run_id, 2, None, "GET", "http://a/item/8", "http://a:80", None, None, None,
              "ConnectError", "refused", 0.1, 1, None, None, None, None, 0.0, 1),
