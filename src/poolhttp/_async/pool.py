@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 from .._core.connect import ConnectPlan, RequestTicket
 from .._core.http11 import Encoders
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
-from .._core.records import IDLE, WAITING
+from .._core.records import IDLE, WAITING, PoolObserver
 from .._exceptions import ConnectError, HTTPError, TotalTimeout
 from .._log import DEBUG, connection_log, log_closed, log_opened, log_waited, pool_log
 from .._route import route_of
@@ -48,6 +48,8 @@ class AsyncPool:
         self._h2_encoder: H2Encoder | None = None  # made when a connection speaks HTTP/2
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # bound lazily
         self.dialer = AsyncDialer(config)
+        #: Told of each connection opened and closed (see PoolObserver); None: nobody asked.
+        self.observer: PoolObserver | None = None
         self._live: set[AnyConnection] = set()
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._writes: list[tuple[AsyncConnection, bytes]] | None = None
@@ -157,6 +159,8 @@ class AsyncPool:
                 io = action.conn.io  # type: ignore[union-attr]
                 if connection_log.isEnabledFor(DEBUG):
                     log_closed(action.conn, action.reason)  # type: ignore[union-attr]
+                if self.observer is not None:
+                    self.observer.closed(action.conn, self.loop.time())  # type: ignore[union-attr]
                 if io is not None:
                     io.close()
             elif kind is Open:
@@ -295,6 +299,8 @@ class AsyncPool:
                 handle.cancel()
         if connection_log.isEnabledFor(DEBUG):
             self._log_opened(conn, proto, plan)
+        if self.observer is not None:
+            self.observer.opened(conn, loop.time(), proto.multiplexed)
         if proto.multiplexed:
             h2 = cast("AsyncH2Connection", proto)
             h2.started = True

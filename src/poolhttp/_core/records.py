@@ -12,7 +12,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from .._config import Limits
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE", "ASSIGNED", "CANCELLED", "CLOSED", "CONNECTING", "CONN_STEPS", "DRAINING",
     "FAILED", "IDLE", "NEW", "NO_ACTIONS", "TICKET_STEPS", "WAITING", "Action", "Assign", "Bucket",
-    "Close", "Conn", "Fail", "Group", "Heap", "Open", "PoolKey", "PoolStateError", "PoolStats",
+    "Close", "Conn", "Fail", "Group", "Heap", "Open", "PoolKey", "PoolObserver", "PoolStateError",
+    "PoolStats",
     "Settings", "Ticket", "move", "move_ticket",
 ]
 
@@ -56,6 +57,16 @@ TICKET_STEPS: Final[dict[str, frozenset[str]]] = {
     CANCELLED: frozenset(),
     FAILED: frozenset(),
 }
+
+
+class PoolObserver(Protocol):
+    """What a driver tells an observer (instrumentation, e.g. OpenTelemetry) of its
+    connections: each one established, and each one the pool closes, with the driver's clock
+    (the loop's, or time.monotonic). A connection whose connect failed is closed without ever
+    being opened. Called on the pool's thread, under its lock on the sync client: be quick."""
+
+    def opened(self, conn: Conn, now: float, multiplexed: bool) -> None: ...
+    def closed(self, conn: Conn, now: float) -> None: ...
 
 
 class PoolStateError(AssertionError):

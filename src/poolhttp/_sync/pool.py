@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from .._core.connect import ConnectPlan, RequestTicket
 from .._core.http11 import Encoders
 from .._core.pool import Action, Assign, Close, Conn, Fail, Open, PoolKey, PoolState
+from .._core.records import PoolObserver
 from .._exceptions import ConnectError, HTTPError, TotalTimeout
 from .._log import DEBUG, connection_log, log_closed, log_opened, log_waited, pool_log
 from .._route import route_of
@@ -92,6 +93,8 @@ class SyncPool:
         self._h2_encoder: H2Encoder | None = None  # made when a connection speaks HTTP/2
         self._h2: set[SyncH2Connection] = set()  # their reader threads are joined on close
         self.dialer = SyncDialer(config)
+        #: Told of each connection opened and closed (see PoolObserver); None: nobody asked.
+        self.observer: PoolObserver | None = None
         self._reaper: threading.Thread | None = None  # closes idle connections on expiry
         self._stop_reaper = threading.Event()
         _POOLS.add(self)
@@ -237,6 +240,8 @@ class SyncPool:
                 io = action.conn.io  # type: ignore[union-attr]
                 if connection_log.isEnabledFor(DEBUG):
                     log_closed(action.conn, action.reason)  # type: ignore[union-attr]
+                if self.observer is not None:
+                    self.observer.closed(action.conn, time.monotonic())  # type: ignore[union-attr]
                 if io is not None:
                     io.close()
             elif kind is Assign:
@@ -317,6 +322,8 @@ class SyncPool:
                            sock.version() if isinstance(sock, TLS_SOCKETS) else None,
                            isinstance(sock, TLS_SOCKETS) and bool(sock.session_reused),
                            h2 is not None)
+            if self.observer is not None:
+                self.observer.opened(conn, time.monotonic(), h2 is not None)
             if h2 is not None:
                 with self.lock:
                     h2.started = True
