@@ -8,10 +8,13 @@
         for result in poolhttp.fetch_many_sync(client, urls):
             ...
 
+`fetch_distributed` spreads a run over a Dask cluster (the dask extra; docs/scale.md).
+
 See docs/bulk.md for the design and the `poolhttp fetch` command built on it.
 """
 
 from ._async import fetch_many
+from ._distributed import DistributedFetch, fetch_distributed
 from ._options import DEFAULT_BACKLOG, DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
 from ._sync import SyncResults, fetch_many_sync
 from ._types import BulkItem, BulkRequest, BulkResult
@@ -23,7 +26,9 @@ __all__ = [
     "BulkItem",
     "BulkRequest",
     "BulkResult",
+    "DistributedFetch",
     "SyncResults",
+    "fetch_distributed",
     "fetch_many",
     "fetch_many_sync",
 ]

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor(commands)
     _add_demo(commands)
     _add_serve_demo(commands)
+    _add_export(commands)
     return parser
 
 
@@ -134,6 +135,19 @@ def _add_fetch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="with --resume: the run to continue (its id is in the summary and in "
                         "the runs table)")
     p.add_argument("--format", choices=FORMATS, help="input format (default auto)")
+    p.add_argument("--engine", choices=("dask",),
+                   help="send the requests from a Dask cluster (the dask extra: pip install "
+                        "'poolhttp[dask]'); without it, from this process")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="with --engine dask: start a local cluster of N worker processes "
+                        "(default 2)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --engine dask: use the running cluster at ADDRESS "
+                        "(tcp://host:8786)")
+    p.add_argument("--worker-threads", type=positive_int, metavar="N",
+                   help="with --workers: chunks each worker runs at once (default 2)")
+    p.add_argument("--chunk", type=positive_int, metavar="N",
+                   help="with --engine dask: input records per task (default 500)")
     _add_display_flags(p)
     p.set_defaults(handler=_run_fetch)
 
@@ -150,10 +164,11 @@ def _add_display_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
+    from ._cluster import cluster_args
     from ._drive import fetch_command
     from ._fetch import FetchArgs
 
-    return fetch_command(FetchArgs.from_namespace(args))
+    return fetch_command(FetchArgs.from_namespace(args), cluster_args(args))
 
 
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -265,3 +280,34 @@ def _run_serve_demo(args: argparse.Namespace) -> int:
     from ._server import run_serve_demo
 
     return run_serve_demo(args)
+
+
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._export import FORMATS, ROW_GROUP_ROWS
+
+    p = commands.add_parser(
+        "export", help="write the results of a run as CSV, JSON lines or Parquet",
+        description="Write the rows of a run of `poolhttp fetch` (the results view of its "
+                    "database, opened read-only) as CSV, JSON lines or Parquet, streaming.")
+    p.add_argument("db", metavar="DB", help="results database written by `poolhttp fetch`")
+    p.add_argument("--format", choices=FORMATS,
+                   help="output format (default: from the -o FILE's extension)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", type=positive_int, metavar="N", dest="run_id",
+                       help="the run to export (default: the newest)")
+    which.add_argument("--all-runs", action="store_true", help="export every run")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write to FILE, replaced only once the export is complete (default "
+                        "and '-': standard output; parquet needs a FILE)")
+    p.add_argument("--bodies", action="store_true",
+                   help="include the stored bodies (base64 in CSV and JSON lines, binary in "
+                        "Parquet)")
+    p.add_argument("--row-group-size", type=positive_int, metavar="N",
+                   help=f"parquet: rows per row group (default {ROW_GROUP_ROWS})")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from ._export import run_export
+
+    return run_export(args)

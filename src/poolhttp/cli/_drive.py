@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from poolhttp import AsyncClient, BulkRequest, fetch_many
 
@@ -24,6 +24,9 @@ from ._fetch import FetchArgs, Outcome, Plan, client_options, finish, open_plan,
 from ._inputs import BadLine
 from ._outputs import bad_row, result_row
 from ._report import Reporter, make_reporter
+
+if TYPE_CHECKING:
+    from ._cluster import ClusterArgs
 
 __all__ = ["drive", "fetch_command", "run_loop"]
 
@@ -46,12 +49,18 @@ def run_loop(loop: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(main())
 
 
-def fetch_command(args: FetchArgs) -> int:
-    """`poolhttp fetch` with parsed flags: the exit status."""
+def fetch_command(args: FetchArgs, cluster: ClusterArgs | None = None) -> int:
+    """`poolhttp fetch` with parsed flags: the exit status. With `cluster` (--engine dask) the
+    requests go to a Dask cluster (`_cluster`); the plan and the store are the same."""
     args.per_host = min(args.per_host, args.concurrency)  # a cap above the total is moot
     plan = open_plan(args)
     try:
-        outcome = run_loop(args.loop, lambda: drive(plan))
+        if cluster is not None:
+            from ._cluster import run_on_cluster
+
+            outcome = run_on_cluster(plan, cluster)
+        else:
+            outcome = run_loop(args.loop, lambda: drive(plan))
         return finish(plan, outcome, sys.stderr if args.jsonl == "-" else sys.stdout)
     except BaseException:
         salvage(plan)
