@@ -23,7 +23,6 @@ from poolhttp import BulkRequest
 
 from ._errors import CliError
 from ._fetch import Outcome, Plan, client_options
-from ._inputs import BadLine
 from ._outputs import result_row
 from ._report import make_reporter
 
@@ -169,23 +168,13 @@ def _restore(previous: dict[int, Any]) -> None:
 def _items(plan: Plan, reporter: Any) -> Iterator[BulkRequest]:
     """The input's records as BulkRequests keyed (line, key), read synchronously; as
     `_drive._items`: stored lines skipped on resume, malformed lines stored and reported."""
-    from ._drive import _DoneLines, _malformed
+    from ._drive import _DoneLines, request_of
 
     done = _DoneLines(plan)
-    parse = plan.parser.feed
     for number, raw in _sync_lines(plan):
-        plan.lines_read = number
-        if done.has(number):
-            plan.stats.skipped += 1
-            continue
-        record = parse(number, raw)
-        if record is None:
-            continue
-        if isinstance(record, BadLine):
-            _malformed(plan, reporter, record)
-            continue
-        yield BulkRequest(record.url, method=record.method or plan.method,
-                          headers=record.headers, body=record.body, key=(number, record.key))
+        request = request_of(plan, reporter, done, number, raw)
+        if request is not None:
+            yield request
     plan.input_exhausted = True
 
 

@@ -149,21 +149,29 @@ async def _items(plan: Plan, reporter: Reporter) -> AsyncGenerator[BulkRequest, 
     """The input's records as BulkRequests keyed (line, key); malformed lines are reported
     and stored, and on resume the lines already stored are skipped."""
     done = _DoneLines(plan)
-    parse = plan.parser.feed
     async for number, raw in plan.source.lines():
-        plan.lines_read = number
-        if done.has(number):
-            plan.stats.skipped += 1
-            continue
-        record = parse(number, raw)
-        if record is None:
-            continue
-        if isinstance(record, BadLine):
-            _malformed(plan, reporter, record)
-            continue
-        yield BulkRequest(record.url, method=record.method or plan.method,
-                          headers=record.headers, body=record.body, key=(number, record.key))
+        request = request_of(plan, reporter, done, number, raw)
+        if request is not None:
+            yield request
     plan.input_exhausted = True
+
+
+def request_of(plan: Plan, reporter: Reporter, done: _DoneLines, number: int,
+               raw: bytes) -> BulkRequest | None:
+    """One input line as a BulkRequest keyed (line, key), or None: already stored (resume),
+    blank or a comment, or malformed (reported and stored). Both drivers read lines so."""
+    plan.lines_read = number
+    if done.has(number):
+        plan.stats.skipped += 1
+        return None
+    record = plan.parser.feed(number, raw)
+    if record is None:
+        return None
+    if isinstance(record, BadLine):
+        _malformed(plan, reporter, record)
+        return None
+    return BulkRequest(record.url, method=record.method or plan.method,
+                       headers=record.headers, body=record.body, key=(number, record.key))
 
 
 class _DoneLines:
