@@ -72,6 +72,7 @@ TEST_PACKAGES = {
     "microsocks": "microsocks",
     "danted": "dante-server",
     "stunnel4": "stunnel4",
+    "chromium": "chromium",  # headless, loads `poolhttp report` pages (tests/bulk)
 }
 
 

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_serve_demo(commands)
     _add_export(commands)
+    _add_report(commands)
     return parser
 
 
@@ -311,3 +312,25 @@ def _run_export(args: argparse.Namespace) -> int:
     from ._export import run_export
 
     return run_export(args)
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "report", help="one HTML page of charts about a run (needs poolhttp[report])",
+        description="Write one self-contained HTML page about a run of `poolhttp fetch` "
+                    "(its database opened read-only): throughput, latency percentiles and "
+                    "histogram, statuses and errors, connection reuse, and a table per "
+                    "origin. The page fetches nothing when opened.")
+    p.add_argument("db", metavar="DB", help="results database written by `poolhttp fetch`")
+    p.add_argument("--run", type=positive_int, metavar="N", dest="run_id",
+                   help="the run to report on (default: the newest)")
+    p.add_argument("-o", "--output", metavar="FILE", default="report.html",
+                   help="write to FILE, replaced only once it is complete (default "
+                        "report.html; '-': standard output)")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from ._page import run_report
+
+    return run_report(args)

@@ -137,7 +137,8 @@ class ResultsSource:
         self._view = view
 
     @classmethod
-    def open(cls, path: Path) -> ResultsSource:
+    def open(cls, path: Path, *, command: str = "export") -> ResultsSource:
+        """`command` ("export", "report") ends the message refusing a database not ours."""
         if path.is_dir():
             raise CliError(f"{path}: is a directory, not a results database")
         if not path.exists():
@@ -149,7 +150,7 @@ class ResultsSource:
         except sqlite3.Error as exc:
             raise CliError(f"{path}: cannot open the database: {exc}") from None
         try:
-            view = _results_view(conn, path)
+            view = _results_view(conn, path, command)
         except sqlite3.Error as exc:
             conn.close()
             raise CliError(f"{path}: cannot read the database: {exc}") from None
@@ -157,6 +158,11 @@ class ResultsSource:
             conn.close()
             raise
         return cls(path, conn, view)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The read-only connection, for queries of its own (`poolhttp report`)."""
+        return self._conn
 
     def run_ids(self) -> list[int]:
         return [r[0] for r in self._conn.execute("SELECT run_id FROM runs ORDER BY run_id")]
@@ -203,7 +209,7 @@ def _chunks(cursor: sqlite3.Cursor, body_index: int | None) -> Iterator[Rows]:
         yield chunk
 
 
-def _results_view(conn: sqlite3.Connection, path: Path) -> str:
+def _results_view(conn: sqlite3.Connection, path: Path, command: str = "export") -> str:
     """The view to read; CliError for a database that is not a poolhttp results database."""
     try:
         _check_ours(conn, path)
@@ -211,7 +217,7 @@ def _results_view(conn: sqlite3.Connection, path: Path) -> str:
         # The same checks as fetch's; its advice about writing and --db does not apply here.
         message = str(exc)
         cut = message.find("; refusing to ")
-        raise CliError(message if cut < 0 else message[:cut] + "; nothing to export") from None
+        raise CliError(message if cut < 0 else message[:cut] + f"; nothing to {command}") from None
     version = _user_version(conn)
     app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
     if app_id != APPLICATION_ID or version < 1:
@@ -237,10 +243,14 @@ def _schema_1_views(conn: sqlite3.Connection) -> None:
     conn.execute(results.replace("CREATE VIEW", "CREATE TEMP VIEW", 1))
 
 
-def _choose_run(source: ResultsSource, run_id: int | None, all_runs: bool) -> int | None:
+def _choose_run(source: ResultsSource, run_id: int | None, all_runs: bool, *,
+                command: str = "export", doing: str = "exporting",
+                others: str = "--run N for another, --all-runs for every run") -> int | None:
+    """The run to read: `run_id`, or the newest (None with `all_runs`); notes on standard
+    error. `command`, `doing` and `others` word them for another command (`report`)."""
     runs = source.run_ids()
     if not runs:
-        raise CliError(f"{source.path}: holds no runs yet; nothing to export")
+        raise CliError(f"{source.path}: holds no runs yet; nothing to {command}")
     if all_runs:
         return None
     if run_id is not None:
@@ -249,12 +259,12 @@ def _choose_run(source: ResultsSource, run_id: int | None, all_runs: bool) -> in
     else:
         run_id = runs[-1]
         if len(runs) > 1:
-            print(f"poolhttp export: {source.path} holds {len(runs)} runs ({_spans(runs)}); "
-                  f"exporting the newest, run {run_id} (--run N for another, --all-runs for "
-                  "every run)", file=sys.stderr)
+            print(f"poolhttp {command}: {source.path} holds {len(runs)} runs "
+                  f"({_spans(runs)}); {doing} the newest, run {run_id} ({others})",
+                  file=sys.stderr)
     state = source.run_state(run_id)
     if state != "done":
-        print(f"poolhttp export: run {run_id} is not finished ({state}): exporting the rows "
+        print(f"poolhttp {command}: run {run_id} is not finished ({state}): {doing} the rows "
               "it stored so far", file=sys.stderr)
     return run_id
 
