@@ -42,7 +42,9 @@ def fetch_many(client: Any, requests: Iterable[BulkItem] | AsyncIterable[BulkIte
     - `concurrency` (default 64, or less if the client's pool is smaller): requests in flight;
     - `per_host` (default 8): requests in flight to one origin;
     - `rate` (default None: unlimited): requests per second started per origin;
-    - `backlog` (default 10,000): items held back while their origin is saturated.
+    - `backlog` (default 10,000): items held back while their origin is saturated, or read
+      ahead while every slot is busy, so that a freed slot can go on with its origin's next
+      item on the connection that has just gone idle.
 
     `keep_bodies=False` streams each body through SHA-256 and keeps only its size and digest.
     `timeout` overrides the client's time-outs for these requests (None: the client's).
@@ -91,7 +93,8 @@ class _Run:
         self._loop = loop
         self.options = options
         self.window: Window[Job] = Window(options.concurrency, options.per_host, options.rate,
-                                          options.backlog)
+                                          options.backlog,
+                                          lookahead=options.backlog)
         self.ready: deque[BulkResult] = deque()
         self.input_done = False
         self.input_error: BaseException | None = None

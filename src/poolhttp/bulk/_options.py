@@ -6,8 +6,11 @@ Why these defaults:
   connections) and the usual 1,024 open-file limit, with room for other sockets and files.
 - `per_host` 8: polite to any one server. Browsers open 6 connections per host; many servers and
   CDNs throttle or ban clients that open dozens. Raise it for hosts you own.
-- `backlog` 10,000: jobs parked for saturated origins while other origins proceed, at a few
-  hundred bytes each (a few MB). See `_window` for what it bounds.
+- `backlog` 10,000: jobs parked for saturated origins while other origins proceed, and read
+  ahead while every slot is busy, at a few hundred bytes each (a few MB). The read-ahead lets a
+  freed slot go on with its origin (and its idle connection): over 500 origins visited in turn
+  through 16 connections, 96% of requests reuse one with 10,000, 75% with 1,000 (simulated in
+  tests/bulk/test_bulk_window.py). See `_window` for what it bounds.
 """
 
 from __future__ import annotations

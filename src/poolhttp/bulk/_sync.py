@@ -67,7 +67,8 @@ class SyncResults(Iterator[BulkResult]):
         self._items = items
         self._options = options
         self._window: Window[Job] = Window(options.concurrency, options.per_host, options.rate,
-                                           options.backlog)
+                                           options.backlog,
+                                           lookahead=options.backlog)
         self._work: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         self._ready: deque[BulkResult] = deque()

@@ -15,7 +15,17 @@ Rules it keeps:
   stops pulling input until parked jobs drain. Memory is therefore O(concurrency + backlog)
   whatever the input's size, and an input dominated by one origin degrades to `per_host`
   requests in flight (the most that origin may get anyway) instead of growing without bound;
-- origins with parked jobs are served round robin, each origin's jobs in input order.
+- origins with parked jobs are served round robin, each origin's jobs in input order;
+- with `lookahead`, the window reads ahead: it keeps pulling input while every slot is busy,
+  until `lookahead` jobs are parked, so that it can choose what starts next;
+- a connection follows its origin: when a request ends and its origin has parked jobs (and may
+  start one), that origin's next job takes the freed slot before the round robin goes on. Its
+  connection has just gone idle in the pool, so the next request reuses it instead of closing
+  it to open one elsewhere. With the look-ahead this turns a list that visits many origins in
+  turn (more origins than the pool holds connections, so no idle connection would survive
+  until its origin comes round again) into runs of requests per origin: each run's first
+  request opens a connection, the rest reuse it. A run lasts while the origin has parked jobs,
+  so an origin waits at most for the look-ahead to drain, never indefinitely.
 """
 
 from __future__ import annotations
@@ -56,23 +66,36 @@ class Window(Generic[J]):
     """See the module docstring. `rate` is requests per second per origin, or None."""
 
     def __init__(self, concurrency: int, per_host: int, rate: float | None,
-                 backlog: int) -> None:
+                 backlog: int, lookahead: int = 0) -> None:
         self.concurrency = concurrency
         self.per_host = per_host
         self.interval = 1.0 / rate if rate else 0.0
         self.backlog = backlog
+        self.lookahead = min(lookahead, backlog)
         self.in_flight = 0
         self.parked = 0
         self._hosts: dict[str, _Host[J]] = {}
         self._ready: deque[_Host[J]] = deque()  # have parked jobs and may start one now
+        # Origins whose request just ended while they had parked jobs: served first, newest
+        # first (their connection is the one most surely still idle). Bounded: a slot frees
+        # one entry, and an entry older than `concurrency` endings has lost its connection's
+        # claim anyway. Entries are checked when taken, as in `_ready`.
+        self._warm: deque[_Host[J]] = deque(maxlen=concurrency)
+        # With the look-ahead, origins taken from `_ready` that already have requests in flight
+        # wait here while `_ready` has an origin with none: a second request at once to a busy
+        # origin needs a second connection, a request to an idle one may reuse its last.
+        self._busy: deque[_Host[J]] = deque()
         self._timers: list[tuple[float, int, _Host[J]]] = []  # waiting for their rate slot
         self._seq = itertools.count()
         self._prune_at = 4 * (concurrency + backlog)  # origins remembered before a clean-up
 
     # -- questions ---------------------------------------------------------------------------
     def wants_input(self) -> bool:
-        """Pulling another input item is useful: a slot is free and the backlog is not full."""
-        return self.in_flight < self.concurrency and self.parked < self.backlog
+        """Pulling another input item is useful: a slot is free and the backlog is not full,
+        or every slot is busy and the look-ahead is not full."""
+        if self.in_flight < self.concurrency:
+            return self.parked < self.backlog
+        return self.parked < self.lookahead
 
     @property
     def idle(self) -> bool:
@@ -91,7 +114,8 @@ class Window(Generic[J]):
         host = self._hosts.get(job.origin)
         if host is None:
             host = self._hosts[job.origin] = _Host(job.origin)
-        if host.queue or host.active >= self.per_host or host.next_at > now + _EARLY:
+        if (host.queue or host.active >= self.per_host or host.next_at > now + _EARLY
+                or self.in_flight >= self.concurrency):  # read ahead: every slot is busy
             host.queue.append(job)
             self.parked += 1
             self._schedule(host, now)
@@ -108,8 +132,24 @@ class Window(Generic[J]):
             host = heapq.heappop(timers)[2]
             host.scheduled = False
             self._schedule(host, now)
-        while self._ready:
-            host = self._ready.popleft()
+        warm = self._warm
+        while warm:
+            host = warm.pop()
+            if host.queue and host.active < self.per_host and host.next_at <= now + _EARLY:
+                job = host.queue.popleft()
+                self.parked -= 1
+                self._start(host, now)
+                self._schedule(host, now)  # if it was in `_ready` already, it stays there
+                return job
+        ready, busy = self._ready, self._busy
+        while ready or busy:
+            if ready:
+                host = ready.popleft()
+                if host.active and self.lookahead and host.queue:
+                    busy.append(host)  # still scheduled: taken below if nothing else is
+                    continue
+            else:
+                host = busy.popleft()
             host.scheduled = False
             if not host.queue or host.active >= self.per_host:
                 continue  # saturated: finish() schedules it again
@@ -129,6 +169,7 @@ class Window(Generic[J]):
         host.active -= 1
         self.in_flight -= 1
         if host.queue:
+            self._warm.append(host)
             self._schedule(host, now)
         elif not host.active and host.next_at <= now and not host.scheduled:
             del self._hosts[host.key]  # nothing remembered about it matters any more
