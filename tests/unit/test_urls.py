@@ -291,3 +291,37 @@ def test_normalising_is_idempotent(scheme: str, host: str, port: int, path: str)
     assert url.origin.key == f"{scheme}://{host}:{port}"
     assert url.target.isascii()
     assert b" " not in url.target
+
+
+_URL_PIECES = "aZ09.-_~:/@!$&'()*+,;=%?#é "
+
+
+def _parsed(parse: object, text: str) -> tuple[object, ...]:
+    from poolhttp import _urls
+
+    url = URL.__new__(URL)
+    try:
+        getattr(_urls, str(parse))(url, text)
+    except InvalidURL as exc:
+        return ("InvalidURL", str(exc))
+    return tuple(getattr(url, name) for name in URL.__slots__)
+
+
+@given(scheme=st.sampled_from(["http", "https", "HTTP", "ftp"]),
+       host=st.text(alphabet="aZ09.-_", min_size=0, max_size=12),
+       port=st.one_of(st.none(), st.sampled_from(["", "0", "1", "080", "8080", "65535", "65536",
+                                                  "99999"])),
+       rest=st.text(alphabet=_URL_PIECES, max_size=30))
+def test_the_fast_parse_of_simple_urls_agrees_with_the_general_one(
+        scheme: str, host: str, port: str | None, rest: str) -> None:
+    text = f"{scheme}://{host}{'' if port is None else ':' + port}{rest}"
+    assert _parsed("_parse_into", text) == _parsed("_parse_general", text)
+
+
+@pytest.mark.parametrize("text", ["http://example.com", "https://Example.COM:8443/a/b?c=d&e",
+                                  "http://127.0.0.1:80/x?", "http://h?q=1", "http://h:65535/"])
+def test_simple_urls_take_the_fast_parse(text: str) -> None:
+    from poolhttp._urls import _SIMPLE_URL
+
+    assert _SIMPLE_URL.fullmatch(text) is not None
+    assert _parsed("_parse_into", text) == _parsed("_parse_general", text)
