@@ -6,6 +6,7 @@ and resumed."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distributed as _distributed  # a test dependency: missing, these tests fail, not skip
 import pytest
 
 from poolhttp.bulk import fetch_distributed
@@ -24,7 +26,7 @@ from poolhttp.bulk._distributed import partition_of, require_distributed
 
 from .helpers import ThreadedServer, cli_env, query, run_cli, write_lines
 
-distributed = pytest.importorskip("distributed")
+distributed: Any = _distributed  # partly untyped
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
                                         "ignore::ResourceWarning",
@@ -145,6 +147,15 @@ def test_cli_20000_lines_per_host_held_across_workers(tmp_path: Path, dask_clien
     assert "workers:" in done.stderr
     assert "20,000 records stored" in done.stdout
     assert len({row[0] for row in query(db, "SELECT origin FROM fetches")}) == 16
+    # The summary's connections are the workers' pools, added up: what the servers accepted.
+    opened = re.search(r"connections\s+([\d,]+) opened for 20,000 requests", done.stdout)
+    assert opened is not None, done.stdout
+    assert int(opened.group(1).replace(",", "")) == server.stats.connections
+    assert server.stats.connections < 20_000 // 10  # the workers' pools stay warm
+    pool = json.loads(query(db, "SELECT pool FROM sessions")[0][0])
+    assert pool["total"]["created"] == server.stats.connections
+    assert pool["total"]["created"] + pool["total"]["reused"] >= 20_000
+    assert re.search(r"chunks, [\d,]+ connections opened\)", done.stderr)
 
 
 def test_cli_starts_a_local_cluster(tmp_path: Path) -> None:
@@ -183,6 +194,33 @@ def test_rate_held_per_origin_across_chunks(dask_client: Any) -> None:
         assert len(times) == per_origin
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) > 0.75 / rate, gaps  # no burst, not even at a chunk boundary
+        assert times[-1] - times[0] >= (per_origin - 1) / rate * 0.95
+
+
+def test_cli_rate_held_per_origin(tmp_path: Path, dask_client: Any) -> None:
+    rate, per_origin = 20.0, 20
+    with ThreadedServer(2) as server:
+        seen: dict[str, list[float]] = defaultdict(list)
+        begin = server.stats.begin
+
+        def timed(origin: str, target: str) -> None:
+            seen[origin].append(time.monotonic())
+            begin(origin, target)
+
+        server.stats.begin = timed  # type: ignore[method-assign]
+        urls = [f"{server.origins[i % 2]}/r/{i}" for i in range(2 * per_origin)]
+        db = tmp_path / "r.sqlite"
+        done = run_cli(["fetch", str(write_lines(tmp_path / "urls.txt", urls)), "--db",
+                        str(db), "--engine", "dask", "--scheduler",
+                        dask_client.scheduler.address, "--rate", str(rate), "--per-host", "4",
+                        "--chunk", "4", "--progress", "none"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    check_once(db, 2 * per_origin)
+    assert len(seen) == 2
+    for times in seen.values():  # seen by the servers, across chunks and workers
+        assert len(times) == per_origin
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) > 0.75 / rate, gaps
         assert times[-1] - times[0] >= (per_origin - 1) / rate * 0.95
 
 

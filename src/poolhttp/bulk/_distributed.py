@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolhttp import Headers, Limits, Timeout
+from poolhttp import Headers, Limits, PoolStats, Timeout
 
 from ._async import fetch_many
 from ._options import DEFAULT_CONCURRENCY, DEFAULT_PER_HOST
@@ -74,6 +74,8 @@ class WorkerFigures:
     results: int = 0
     chunks: int = 0
     busy: float = 0.0  # seconds spent running chunks
+    created: int = 0  # connections its pools opened for these chunks
+    reused: int = 0  # requests they sent on a connection that had carried one before
 
 
 @dataclass
@@ -97,6 +99,10 @@ class _WorkerState:
     lock = threading.Lock()
     loop: asyncio.AbstractEventLoop | None = None
     clients: dict[tuple[Any, ...], Any] = {}
+    # Per client: (created, reused) when a chunk last reported them. Chunks running at once
+    # share a client, so each reports what changed since the last report, on the loop's thread:
+    # the reports add up to the client's totals, none counted twice.
+    reported: dict[tuple[Any, ...], tuple[int, int]] = {}
 
     @classmethod
     def get_loop(cls) -> asyncio.AbstractEventLoop:
@@ -126,15 +132,27 @@ async def _client_for(spec: _Spec, slots: int) -> Any:
     return client
 
 
+ChunkOutcome = tuple[list[WireResult], dict[str, float], str, float, tuple[int, int]]
+
+
 def run_chunk(spec: _Spec, items: list[WireItem], due: dict[str, float],
-              slots: int) -> tuple[list[WireResult], dict[str, float], str, float]:
+              slots: int) -> ChunkOutcome:
     """A task: fetch one chunk on this process's loop; (results, next due times, worker, busy
-    seconds)."""
+    seconds, (connections opened, requests on reused connections) since the last report)."""
     started = time.monotonic()
     loop = _WorkerState.get_loop()
     future = asyncio.run_coroutine_threadsafe(_chunk(spec, items, due, slots), loop)
-    results, next_due = future.result()
-    return results, next_due, _worker_address(), time.monotonic() - started
+    results, next_due, pool = future.result()
+    return results, next_due, _worker_address(), time.monotonic() - started, pool
+
+
+def _pool_report(spec: _Spec, client: Any) -> tuple[int, int]:
+    """What the client's pool did since the last report (on the loop's thread)."""
+    stats = client.stats()
+    key = spec.client_key()
+    created, reused = _WorkerState.reported.get(key, (0, 0))
+    _WorkerState.reported[key] = (stats.created, stats.reused)
+    return stats.created - created, stats.reused - reused
 
 
 def _worker_address() -> str:
@@ -150,8 +168,14 @@ def _worker_address() -> str:
 
 
 async def _chunk(spec: _Spec, items: list[WireItem], due: dict[str, float],
-                 slots: int) -> tuple[list[WireResult], dict[str, float]]:
+                 slots: int) -> tuple[list[WireResult], dict[str, float], tuple[int, int]]:
     client = await _client_for(spec, slots)
+    out, next_due = await _fetch_chunk(client, spec, items, due)
+    return out, next_due, _pool_report(spec, client)
+
+
+async def _fetch_chunk(client: Any, spec: _Spec, items: list[WireItem],
+                       due: dict[str, float]) -> tuple[list[WireResult], dict[str, float]]:
     out: list[WireResult] = []
     if spec.rate is None:
         async for result in fetch_many(client, [_request(i) for i in items],
@@ -232,7 +256,8 @@ def fetch_distributed(urls_or_path: Iterable[BulkItem] | str | os.PathLike[str],
     worker's `poolhttp.AsyncClient` (they must pickle).
 
     The result is an iterator (and a context manager: leaving it early cancels the chunks in
-    flight); `.workers` has the per-worker figures so far.
+    flight); `.workers` has the per-worker figures so far (results, chunks, busy seconds,
+    connections opened and reused), `.pool_stats()` their pools' totals.
     """
     require_distributed()
     concurrency = DEFAULT_CONCURRENCY if concurrency is None else concurrency
@@ -288,6 +313,14 @@ class DistributedFetch:
 
     def __iter__(self) -> Iterator[BulkResult]:
         return self
+
+    def pool_stats(self) -> PoolStats:
+        """The workers' pools so far, added up: `created` (connections opened) and `reused`
+        (requests sent on a connection that had carried one before). Per-origin figures and
+        the open/idle counts stay on the workers: `per_host` is empty, the others are 0."""
+        figures = self.workers.values()
+        return PoolStats(created=sum(f.created for f in figures),
+                         reused=sum(f.reused for f in figures))
 
     def __next__(self) -> BulkResult:
         if self._gen is None:
@@ -356,7 +389,7 @@ class DistributedFetch:
             fut = next(done)
             p, chunk, tries = busy.pop(fut)
             try:
-                results, due, worker, seconds = fut.result()
+                results, due, worker, seconds, (created, reused) = fut.result()
             except Exception:
                 if tries >= self.RESUBMITS:
                     raise
@@ -372,6 +405,8 @@ class DistributedFetch:
             figures.results += len(results)
             figures.chunks += 1
             figures.busy += seconds
+            figures.created += created
+            figures.reused += reused
             if buffers[p] and (len(buffers[p]) >= self._chunk or input_done):
                 take(p)
             for w in results:

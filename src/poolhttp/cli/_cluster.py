@@ -86,6 +86,7 @@ def run_on_cluster(plan: Plan, cluster: ClusterArgs) -> Outcome:
     stop: list[str] = []
     previous = _on_signals(stop)
     client: Any = None
+    run: Any = None
     interrupted = False
     try:
         with contextlib.ExitStack() as stack:
@@ -129,14 +130,16 @@ def run_on_cluster(plan: Plan, cluster: ClusterArgs) -> Outcome:
         _restore(previous)
         reporter.stop()
         plan.stats.ended = time.monotonic()
-    return Outcome(interrupted=interrupted, signal=stop[0] if stop else None, pool=None)
+    return Outcome(interrupted=interrupted, signal=stop[0] if stop else None,
+                   pool=None if run is None else run.pool_stats())
 
 
 def _workers_line(workers: dict[str, Any], seconds: float) -> str:
     if not workers:
         return "workers: none has returned a chunk yet"
     parts = [f"{name} {fig.results:,} ({fig.results / max(seconds, 1e-9):,.0f}/s, "
-             f"{fig.chunks} chunks)" for name, fig in sorted(workers.items())]
+             f"{fig.chunks} chunks, {fig.created:,} connections opened)"
+             for name, fig in sorted(workers.items())]
     return "workers: " + " · ".join(parts)
 
 
