@@ -292,6 +292,22 @@ def test_status_retries_exhausted(client_kind: str, scripted_server: ServerFacto
     assert server.requests == 6
 
 
+def test_status_retries_exhausted_on_a_stream_release_the_connection(
+        client_kind: str, scripted_server: ServerFactory) -> None:
+    # The last 503 of a streamed request was left holding its connection when RetryError was
+    # raised: the pool counted it active for ever, and closing the client waited on it.
+    server = scripted_server(lambda request: Reply.ok(b"busy", status=503))
+    retry = poolhttp.Retry(total=1, backoff_factor=0, jitter=0)
+    with make_client(client_kind, retries=retry) as client:
+        with pytest.raises(poolhttp.RetryError, match="still answered 503 after 1 retr"), \
+                client.stream("GET", server.url()):
+            pass
+        stats = client.stats()
+        assert stats.active == 0
+        assert stats.connections == stats.idle + stats.connecting
+    assert server.requests == 2
+
+
 def test_post_is_never_resent_after_it_was_sent(
         client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(in_sequence(Reply.reset_mid_body(), Reply.ok(b"ok")))

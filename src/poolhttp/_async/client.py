@@ -213,7 +213,12 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
                     return response
                 outcome = response
             # Decided outside the handler, so a raised error carries no chain of contexts.
-            plan, delay = self._next_step(plan, outcome, request)
+            try:
+                plan, delay = self._next_step(plan, outcome, request)
+            except BaseException:
+                if isinstance(outcome, Response):  # status retries spent: a streamed
+                    await outcome.aclose()  # response still holds its connection
+                raise
             if delay is None:
                 assert isinstance(outcome, Response)
                 return outcome

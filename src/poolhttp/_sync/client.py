@@ -196,7 +196,12 @@ class Client(ClientBase[Response]):
                     return response
                 outcome = response
             # Decided outside the handler, so a raised error carries no chain of contexts.
-            plan, delay = self._next_step(plan, outcome, request)
+            try:
+                plan, delay = self._next_step(plan, outcome, request)
+            except BaseException:
+                if isinstance(outcome, Response):  # status retries spent: a streamed
+                    outcome.close()  # response still holds its connection
+                raise
             if delay is None:
                 assert isinstance(outcome, Response)
                 return outcome
