@@ -144,6 +144,20 @@ def test_a_login_cookie_is_kept_and_scoped(client_kind: str,
         assert "session" not in client.cookies
 
 
+def test_a_cookie_set_on_a_streamed_response_is_kept(client_kind: str,
+                                                     scripted_server: ServerFactory) -> None:
+    # With an empty jar and nothing else to do, stream() sends the request straight to the
+    # pool (as request() does); the Set-Cookie of its response must still reach the jar.
+    server = scripted_server(cookie_server)
+    with make_client(client_kind) as client:
+        with client.stream("GET", server.url("/login")) as response:
+            assert response.read() == b"in"
+        assert client.cookies["session"] == "s1"
+        with client.stream("GET", server.url("/")) as response:
+            assert response.read() == b"cookie=session=s1"
+        assert server.accepted == 1
+
+
 def test_cookies_set_by_the_user_go_everywhere_and_per_request_ones_once(
         client_kind: str, scripted_server: ServerFactory) -> None:
     server = scripted_server(cookie_server)

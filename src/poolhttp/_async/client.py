@@ -129,7 +129,10 @@ class AsyncClient(ClientBase[Coroutine[Any, Any, Response]]):
         """
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=True, trailers=trailers)
+        direct = (follow_redirects is None and auth is None and cookies is None
+                  and self._steps.idle(request))  # as in request(): nothing for the steps to do
         return AsyncStreamContext(self, request, self._resolve_timeout(timeout, request), trace,
+                                  None if direct else
                                   self._step_options(follow_redirects, auth, cookies))
 
     async def _send_with_steps(self, request: Request, timeout: Timeout, stream: bool,
@@ -267,7 +270,8 @@ class AsyncStreamContext:
 
     def __init__(self, client: AsyncClient, request: Request, timeout: Timeout,
                  trace: Trace | None,
-                 steps: tuple[bool, Auth | None, Cookies | None]) -> None:
+                 steps: tuple[bool, Auth | None, Cookies | None] | None) -> None:
+        """`steps` None: the request needs none (see `AsyncClient.request`), send it as it is."""
         self._steps = steps
         self._trace = trace
         self._client = client
@@ -276,9 +280,19 @@ class AsyncStreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        self._response = await self._client._send_with_steps(
-            self._request, self._timeout, True, self._trace, *self._steps)
-        return self._response
+        client = self._client
+        if self._steps is not None:
+            self._response = await client._send_with_steps(
+                self._request, self._timeout, True, self._trace, *self._steps)
+            return self._response
+        response = await client._send(self._request, self._timeout, True, self._trace)
+        try:
+            client._steps.sniff(response)
+        except BaseException:
+            await response.aclose()
+            raise
+        self._response = response
+        return response
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -121,10 +121,16 @@ class Client(ClientBase[Response]):
         """
         request = self._build(method, url, params, headers, content, data, json, files,
                               allow_async_body=False, trailers=trailers)
-        response = self._send_with_steps(request, self._resolve_timeout(timeout, request), True,
-                                         trace,
-                                         *self._step_options(follow_redirects, auth, cookies))
+        resolved = self._resolve_timeout(timeout, request)
+        steps = self._steps
+        direct = (follow_redirects is None and auth is None and cookies is None
+                  and steps.idle(request))  # as in request(): nothing for the steps to do
+        response = (self._send(request, resolved, True, trace) if direct else
+                    self._send_with_steps(request, resolved, True, trace,
+                                          *self._step_options(follow_redirects, auth, cookies)))
         try:
+            if direct:
+                steps.sniff(response)
             yield response
         finally:
             response.close()
