@@ -1,11 +1,12 @@
 """httpx's own client tests (`tests/client/` of its source distribution) with poolhttp's
 transports under every client made without an explicit transport.
 
-The source distribution of a pinned httpx release is downloaded at test time (nothing of it
-is kept in this repository), unpacked into a temporary directory and run in a subprocess,
-against the uvicorn server its conftest starts, with `httpx_suite_shim.py` as the root
-conftest. The outcome must match KNOWN_FAILURES exactly: any other failure fails this test,
-and a known failure that now passes is reported (and fails it too, so that the list is kept
+The source distribution of a pinned httpx release is downloaded at test time and checked
+against its SHA-256 (see peer_suites.py: cached between runs, a failed download fails, nothing
+of it is kept in this repository), unpacked into a temporary directory and run in a
+subprocess, against the uvicorn server its conftest starts, with `httpx_suite_shim.py` as the
+root conftest. The outcome must match KNOWN_FAILURES exactly: any other failure fails this
+test, and a known failure that now passes is reported (and fails it too, so that the list is kept
 true). docs/contrib.md explains each entry.
 """
 
@@ -16,12 +17,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from .peer_suites import judge, unpack
+
 HTTPX_VERSION = "0.28.1"
+SDIST_SHA256 = "75e98c5f16b0f35b567856f597f06ff2270a374470a5c2392242528e3e3e42fc"
 SUITE_TIMEOUT = 240.0  # seconds for the whole subprocess; it takes about 10 here
 
 # test id -> why it cannot pass over poolhttp's transport.
@@ -58,22 +61,9 @@ markers =
 
 
 def _unpack_suite(directory: Path) -> Path:
-    """Download and unpack httpx's sdist; returns the directory holding its tests/."""
-    download = directory / "download"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-         "--disable-pip-version-check", f"httpx=={HTTPX_VERSION}", "-d", str(download)],
-        capture_output=True, text=True, timeout=180)
-    archives = list(download.glob("httpx-*.tar.gz"))
-    if result.returncode != 0 or not archives:
-        pytest.skip(f"cannot download httpx {HTTPX_VERSION}'s source distribution: "
-                    f"{result.stderr.strip()[-500:]}")
-    with tarfile.open(archives[0]) as archive:
-        if hasattr(tarfile, "data_filter"):  # Python 3.10.12 and later
-            archive.extractall(directory / "unpacked", filter="data")
-        else:  # pragma: no cover
-            archive.extractall(directory / "unpacked")  # a PyPI sdist of a pinned release
-    source = directory / "unpacked" / f"httpx-{HTTPX_VERSION}"
+    """Unpack httpx's sdist (downloaded, or from the cache); returns the directory holding its
+    tests/."""
+    source = unpack("httpx", HTTPX_VERSION, SDIST_SHA256, directory)
     root = directory / "suite"
     root.mkdir()
     # httpx's own package from the same release, so that the tests match the code they test
@@ -104,25 +94,11 @@ def test_httpx_client_suite_over_poolhttp(tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     assert data["httpx_version"] == HTTPX_VERSION
     assert Path(data["httpx_file"]).is_relative_to(root), data["httpx_file"]
-    outcomes: dict[str, str] = data["outcomes"]
-    failed = {test for test, outcome in outcomes.items() if outcome == "failed"}
-    unexpected = sorted(failed - KNOWN_FAILURES.keys())
-    now_passing = sorted(test for test in KNOWN_FAILURES if outcomes.get(test) == "passed")
-    missing = sorted(test for test in KNOWN_FAILURES if test not in outcomes)
-    passed = sum(1 for outcome in outcomes.values() if outcome == "passed")
-    print(f"httpx {HTTPX_VERSION} tests/client: {passed} passed, {len(failed)} failed "
+    passed, failed = judge(data["outcomes"], KNOWN_FAILURES, tail)
+    print(f"httpx {HTTPX_VERSION} tests/client: {passed} passed, {failed} failed "
           f"({len(KNOWN_FAILURES)} known), {len(data['over_pool'])} tests sent requests "
           f"through poolhttp ({data['carried']['requests']} requests, "
           f"{data['carried']['transports']} transports)")
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected failures: {unexpected}")
-    if now_passing:
-        problems.append(f"known failures that now pass (drop them from KNOWN_FAILURES and "
-                        f"docs/contrib.md): {now_passing}")
-    if missing:
-        problems.append(f"known failures that did not run: {missing}")
-    assert not problems, "\n".join(problems) + f"\n{tail}"
     # The shim is in force: a good share of the suite really went over poolhttp's pool.
     assert len(data["over_pool"]) >= 50, data["over_pool"]
     assert passed >= 280

@@ -15,16 +15,16 @@ each entry). A download that fails fails the test too, with the reason: it never
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
+
+from .peer_suites import judge, unpack
 
 REQUESTS_VERSION = "2.32.5"
 SDIST_SHA256 = "dbba0bac56e100853db0ea71b82b4dfd5fe2bf6d3754a8893c3af500cec7d7cf"
@@ -51,57 +51,9 @@ filterwarnings =
 """
 
 
-def _cache_dir() -> Path:
-    """Where downloaded source distributions are kept between runs: $POOLHTTP_SUITE_CACHE,
-    else poolhttp/suites under the user's cache directory."""
-    given = os.environ.get("POOLHTTP_SUITE_CACHE")
-    if given:
-        return Path(given)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "poolhttp" / "suites"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _sdist() -> Path:
-    """requests' sdist at REQUESTS_VERSION, from the cache or downloaded into it."""
-    cache = _cache_dir()
-    archive = cache / f"requests-{REQUESTS_VERSION}.tar.gz"
-    if archive.exists() and _sha256(archive) == SDIST_SHA256:
-        return archive
-    cache.mkdir(parents=True, exist_ok=True)
-    download = cache / f"download-{os.getpid()}"
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-             "--disable-pip-version-check", f"requests=={REQUESTS_VERSION}",
-             "-d", str(download)],
-            capture_output=True, text=True, timeout=180)
-        found = list(download.glob(f"requests-{REQUESTS_VERSION}.tar.gz"))
-        if result.returncode != 0 or not found:
-            pytest.fail(f"cannot download requests {REQUESTS_VERSION}'s source distribution "
-                        f"(pip exited {result.returncode}); this test needs it and does not "
-                        f"skip:\n{result.stderr.strip()[-1500:]}")
-        digest = _sha256(found[0])
-        if digest != SDIST_SHA256:
-            pytest.fail(f"requests {REQUESTS_VERSION}'s source distribution has SHA-256 "
-                        f"{digest}, not the pinned {SDIST_SHA256}")
-        os.replace(found[0], archive)
-    finally:
-        shutil.rmtree(download, ignore_errors=True)
-    return archive
-
-
 def _unpack_suite(directory: Path) -> Path:
     """Unpack requests' sdist; returns the directory holding its tests/ and its package."""
-    with tarfile.open(_sdist()) as archive:
-        if hasattr(tarfile, "data_filter"):  # Python 3.10.12 and later
-            archive.extractall(directory / "unpacked", filter="data")
-        else:  # pragma: no cover
-            archive.extractall(directory / "unpacked")  # a checked sdist of a pinned release
-    source = directory / "unpacked" / f"requests-{REQUESTS_VERSION}"
+    source = unpack("requests", REQUESTS_VERSION, SDIST_SHA256, directory)
     root = directory / "suite"
     root.mkdir()
     shutil.copytree(source / "src" / "requests", root / "requests")
@@ -136,25 +88,11 @@ def test_requests_suite_over_pool_adapter(tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     assert data["requests_version"] == REQUESTS_VERSION
     assert Path(data["requests_file"]).is_relative_to(root), data["requests_file"]
-    outcomes: dict[str, str] = data["outcomes"]
-    failed = {test for test, outcome in outcomes.items() if outcome == "failed"}
-    unexpected = sorted(failed - KNOWN_FAILURES.keys())
-    now_passing = sorted(test for test in KNOWN_FAILURES if outcomes.get(test) == "passed")
-    missing = sorted(test for test in KNOWN_FAILURES if test not in outcomes)
-    passed = sum(1 for outcome in outcomes.values() if outcome == "passed")
+    passed, failed = judge(data["outcomes"], KNOWN_FAILURES, tail)
     print(f"requests {REQUESTS_VERSION} tests/test_requests.py: {passed} passed, "
-          f"{len(failed)} failed ({len(KNOWN_FAILURES)} known), {len(data['over_pool'])} "
+          f"{failed} failed ({len(KNOWN_FAILURES)} known), {len(data['over_pool'])} "
           f"tests sent requests through PoolAdapter ({data['carried']['requests']} requests, "
           f"{data['carried']['adapters']} adapters)")
-    problems = []
-    if unexpected:
-        problems.append(f"unexpected failures: {unexpected}")
-    if now_passing:
-        problems.append(f"known failures that now pass (drop them from KNOWN_FAILURES and "
-                        f"docs/contrib.md): {now_passing}")
-    if missing:
-        problems.append(f"known failures that did not run: {missing}")
-    assert not problems, "\n".join(problems) + f"\n{tail}"
     # The shim is in force: a good share of the suite really went over poolhttp's pool.
     assert len(data["over_pool"]) >= 120, data["over_pool"]
     assert passed >= 320
