@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from poolhttp import Headers, InvalidRequest, Request, Response
 from poolhttp._headers import HeaderTypes, encode_header_pairs
+from poolhttp.cli._outputs import headers_json
 
 
 def sample() -> Headers:
@@ -327,3 +330,19 @@ def test_repr_hides_credentials() -> None:
     assert "abc" not in text
     assert "'accept', '*/*'" in text
     assert headers["authorization"] == "Bearer s3cret"  # only the repr hides it
+
+
+# -- the `headers` column of `poolhttp fetch`'s database -------------------------------------
+
+_header_bytes = st.binary(max_size=12) | st.sampled_from(
+    [b"Content-Type", b"content-type", b"CONTENT-TYPE", b"text/html", b'a"b', b"a\\b", b"\x7f",
+     b"caf\xe9", b"\t", b""])
+
+
+@given(st.lists(st.tuples(_header_bytes, _header_bytes), max_size=8))
+def test_headers_json_is_what_json_dumps_gives(raw: list[tuple[bytes, bytes]]) -> None:
+    text, content_type = headers_json(raw)
+    pairs = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in raw]
+    assert text == json.dumps(pairs, ensure_ascii=False)
+    assert json.loads(text) == pairs
+    assert content_type == (Headers.from_raw(raw).get("content-type") if raw else None)

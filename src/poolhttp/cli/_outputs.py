@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,21 +22,45 @@ from ._errors import EXIT_FAILED, CliError
 from ._inputs import BadLine
 from ._store import COLUMNS, Row, Store
 
-__all__ = ["JsonlWriter", "Outputs", "bad_row", "result_row"]
+__all__ = ["JsonlWriter", "Outputs", "bad_row", "headers_json", "result_row"]
 
 # json.dumps with any argument builds a new JSONEncoder per call: one, made once, halves the
 # cost of a row's headers (4.4 -> 2.5 us for nginx's five). check_circular: lists of str pairs.
 _encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+# A byte that JSON would escape (or that is not ASCII): a pair without any is written as it is.
+_needs_escaping = re.compile(rb'["\\\x00-\x1f\x7f-\xff]').search
+
+
+def headers_json(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
+    """A response's headers as the `headers` column's JSON text (`[["name", "value"], ...]`,
+    exactly what json.dumps gives), and its Content-Type (several joined with ", ").
+
+    Most responses' headers are plain ASCII with nothing to escape: those are joined straight
+    into the JSON text (2.7 against 4.7 us for nginx's five, with the Content-Type found in the
+    same pass instead of from an index of every header)."""
+    content_types = []
+    plain = True
+    for name, value in raw:
+        if plain and (_needs_escaping(name) or _needs_escaping(value)):
+            plain = False
+        if len(name) == 12 and name.lower() == b"content-type":
+            content_types.append(value.decode("latin-1"))
+    content_type = ", ".join(content_types) if content_types else None
+    if not raw:
+        return "[]", None
+    if plain:
+        text = '[["' + b'"], ["'.join([name + b'", "' + value for name, value in raw]
+                                       ).decode("ascii") + '"]]'
+    else:
+        text = _encode_json([[n.decode("latin-1"), v.decode("latin-1")] for n, v in raw])
+    return text, content_type
 
 
 def result_row(run_id: int, session: int, line: int, key: str | None,
                result: BulkResult) -> Row:
-    headers = None
-    content_type = None
+    headers = content_type = None
     if result.headers is not None:
-        headers = _encode_json([[n.decode("latin-1"), v.decode("latin-1")]
-                                for n, v in result.headers.raw])
-        content_type = result.headers.get("content-type")
+        headers, content_type = headers_json(result.headers.raw)
     status = result.status
     url = result.url
     final = result.final_url
