@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._config import Limits, Retry, Timeout
+from ._config import RETRY_KINDS, Limits, Retry, Timeout
 from ._core.records import PoolKey
 from ._mounts import UNSET, Mount, MountPatterns
 from ._proxy import EnvProxies, Proxy
@@ -128,6 +128,13 @@ class Router:
     @property
     def mounted(self) -> bool:
         return self._mounts is not None
+
+    @property
+    def retries(self) -> bool:
+        """Whether any route may send a request again under its retry policy (the transparent
+        resends after a keep-alive race are not retries)."""
+        routes = [self.base, *(self._mounts.values() if self._mounts is not None else ())]
+        return any(route.retries.allows(kind) for route in routes for kind in RETRY_KINDS)
 
     @property
     def status_retries(self) -> bool:

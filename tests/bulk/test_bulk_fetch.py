@@ -259,3 +259,44 @@ async def test_a_fast_rate_with_timers_already_due() -> None:
         results = await collect(client, urls, rate=2000.0, concurrency=8)
         assert len(results) == 300
         assert all(r.status == 200 for r in results)
+
+
+_NO_WAIT = poolhttp.Retry(total=2, backoff_factor=0, jitter=0)
+
+
+def _retrying_client(how: str, trace: Any, dead: str, cls: Any) -> Any:
+    if how == "client":
+        return cls(trace=trace, retries=_NO_WAIT)
+    if how == "mount":  # only the dead origin's route retries
+        return cls(trace=trace, retries=0, mounts={dead: poolhttp.Mount(retries=_NO_WAIT)})
+    return cls(trace=trace, retries=0)
+
+
+@pytest.mark.parametrize("how", ["none", "client", "mount"])
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+def test_attempts_are_counted_and_the_clients_trace_sees_every_event(how: str,
+                                                                     sync: bool) -> None:
+    """`attempts` counts the retries of the client's or a mount's policy; the client's own
+    `trace=` still sees every request (the bulk fetcher's counter once replaced it)."""
+    dead = f"http://127.0.0.1:{closed_port()}"
+    events: list[tuple[str, str]] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        events.append((event, str(info.get("origin", ""))))
+
+    async def main() -> list[BulkResult]:
+        async with LocalServer(hosts=1) as server:
+            urls = [f"{server.origins[0]}/ok/{i}" for i in range(3)] + [f"{dead}/refused"]
+            if sync:
+                with _retrying_client(how, trace, dead, poolhttp.Client) as client:
+                    return await asyncio.to_thread(
+                        lambda: list(poolhttp.fetch_many_sync(client, urls, concurrency=2)))
+            async with _retrying_client(how, trace, dead, poolhttp.AsyncClient) as client:
+                return await collect(client, urls, concurrency=2)
+
+    results = sorted(run(main()), key=lambda r: r.key)
+    assert [r.status for r in results] == [200, 200, 200, None]
+    assert [r.attempts for r in results] == [1, 1, 1, 1 if how == "none" else 3]
+    assert [name for name, _ in events].count("request.sent") == 3
+    assert [name for name, _ in events].count("response.headers") == 3
+    assert [name for name, _ in events].count("request.retry") == (0 if how == "none" else 2)

@@ -20,7 +20,7 @@ from typing import Any
 
 from poolhttp import Timeout
 
-from ._options import AttemptCounter, Options, resolve
+from ._options import AttemptCounter, Options, attempt_counter, resolve
 from ._types import BulkItem, BulkResult, Job, failed, prepare, succeeded
 from ._window import Window
 
@@ -222,18 +222,20 @@ class _Run:
     async def _fetch(self, job: Job) -> None:
         # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
         started = time.perf_counter()
-        counter = AttemptCounter()
+        counter = attempt_counter(self.client, self.options)
         try:
             result = await self._exchange(job, counter, started)
         except Exception as exc:
             result = failed(job.key, str(job.url), job.method, exc,
-                            time.perf_counter() - started, counter.sent, job.origin)
+                            time.perf_counter() - started,
+                            1 if counter is None else counter.sent, job.origin)
         self.window.finish(job, self._loop.time())
         self.ready.append(result)
         self._wake()
         self.pump()
 
-    async def _exchange(self, job: Job, counter: AttemptCounter, started: float) -> BulkResult:
+    async def _exchange(self, job: Job, counter: AttemptCounter | None,
+                        started: float) -> BulkResult:
         if self.options.keep_bodies:
             response = await self.client.request(job.method, job.url, headers=job.headers,
                                                  content=job.body,
@@ -251,7 +253,7 @@ class _Run:
                     size += len(chunk)
             digest, kept = hasher.hexdigest(), None
         return succeeded(job, response, kept, size, digest, time.perf_counter() - started,
-                         counter.sent)
+                         1 if counter is None else counter.sent)
 
     # -- ending ------------------------------------------------------------------------------
     async def aclose(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from poolhttp import Timeout
 
-from ._options import AttemptCounter, Options, resolve
+from ._options import Options, attempt_counter, resolve
 from ._types import BulkItem, BulkResult, Job, failed, prepare, succeeded
 from ._window import Window
 
@@ -187,7 +187,7 @@ def _worker(client: Any, options: Options, work: queue.SimpleQueue[_Work],
 
 def _fetch(client: Any, options: Options, job: Job) -> BulkResult:
     started = time.monotonic()
-    counter = AttemptCounter()
+    counter = attempt_counter(client, options)
     try:
         if options.keep_bodies:
             response = client.request(job.method, job.url, headers=job.headers,
@@ -205,6 +205,6 @@ def _fetch(client: Any, options: Options, job: Job) -> BulkResult:
             digest, kept = hasher.hexdigest(), None
     except Exception as exc:
         return failed(job.key, str(job.url), job.method, exc, time.monotonic() - started,
-                      counter.sent, job.origin)
+                      1 if counter is None else counter.sent, job.origin)
     return succeeded(job, response, kept, size, digest, time.monotonic() - started,
-                     counter.sent)
+                     1 if counter is None else counter.sent)
