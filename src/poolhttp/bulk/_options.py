@@ -16,11 +16,11 @@ Why these defaults:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from poolhttp import URL, Limits, Timeout
-from poolhttp._trace import Trace
 
 __all__ = ["DEFAULT_BACKLOG", "DEFAULT_CONCURRENCY", "DEFAULT_PER_HOST", "Options", "resolve"]
 
@@ -107,7 +107,7 @@ class AttemptCounter:
 
     __slots__ = ("inner", "sent")
 
-    def __init__(self, inner: Trace | None = None) -> None:
+    def __init__(self, inner: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.sent = 1
         self.inner = inner
 
