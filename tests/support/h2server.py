@@ -349,7 +349,13 @@ class _Connection(asyncio.Protocol):
         stream_id = event.stream_id
         self.highest_stream = max(self.highest_stream, stream_id)
         if self.goaway_last is not None and stream_id > self.goaway_last:
-            return  # above our GOAWAY's last stream: ignored, never answered
+            # Above our GOAWAY's last stream: ignored, never answered. A /goaway?once request
+            # refused so has had its turn: resent, it is answered as /echo (otherwise a
+            # batch of resent streams carrying it is refused again on the next connection).
+            path = next((_text(v) for k, v in event.headers if _text(k) == ":path"), "")
+            if path.startswith("/goaway/"):
+                self.server._first_goaway(path)
+            return
         headers = [(_text(k), _text(v)) for k, v in event.headers]
         stream = _Stream(stream_id, headers)
         self.streams[stream_id] = stream
