@@ -133,14 +133,16 @@ class Router:
     def retries(self) -> bool:
         """Whether any route may send a request again under its retry policy (the transparent
         resends after a keep-alive race are not retries)."""
-        routes = [self.base, *(self._mounts.values() if self._mounts is not None else ())]
-        return any(route.retries.allows(kind) for route in routes for kind in RETRY_KINDS)
+        return any(route.retries.allows(kind) for route in self._all_routes()
+                   for kind in RETRY_KINDS)
 
     @property
     def status_retries(self) -> bool:
         """Whether any route retries on statuses (else responses need no look)."""
-        routes = [self.base, *(self._mounts.values() if self._mounts is not None else ())]
-        return any(route.status_retries for route in routes)
+        return any(route.status_retries for route in self._all_routes())
+
+    def _all_routes(self) -> list[Route]:
+        return [self.base, *(self._mounts.values() if self._mounts is not None else ())]
 
     def _mounted(self, pattern: str, mount: Mount) -> Route:
         """The route of `mount` (validated here: errors name the pattern)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from poolhttp import Timeout
 
-from ._options import AttemptCounter, Options, attempt_counter, resolve
+from ._options import AttemptCounter, Options, attempt_counter, attempts, resolve
 from ._types import BulkItem, BulkResult, Job, failed, prepare, succeeded
 from ._window import Window
 
@@ -228,7 +228,7 @@ class _Run:
         except Exception as exc:
             result = failed(job.key, str(job.url), job.method, exc,
                             time.perf_counter() - started,
-                            1 if counter is None else counter.sent, job.origin)
+                            attempts(counter), job.origin)
         self.window.finish(job, self._loop.time())
         self.ready.append(result)
         self._wake()
@@ -253,7 +253,7 @@ class _Run:
                     size += len(chunk)
             digest, kept = hasher.hexdigest(), None
         return succeeded(job, response, kept, size, digest, time.perf_counter() - started,
-                         1 if counter is None else counter.sent)
+                         attempts(counter))
 
     # -- ending ------------------------------------------------------------------------------
     async def aclose(self) -> None:

@@ -123,4 +123,9 @@ def attempt_counter(client: Any, options: Options) -> AttemptCounter | None:
     return AttemptCounter(getattr(client, "trace", None)) if options.retries else None
 
 
+def attempts(counter: AttemptCounter | None) -> int:
+    """The attempts a request took: 1 when no counter was needed."""
+    return 1 if counter is None else counter.sent
+
+
 _TRANSPARENT = frozenset({"stale", "unprocessed"})

@@ -20,7 +20,7 @@ from typing import Any
 
 from poolhttp import Timeout
 
-from ._options import Options, attempt_counter, resolve
+from ._options import Options, attempt_counter, attempts, resolve
 from ._types import BulkItem, BulkResult, Job, failed, prepare, succeeded
 from ._window import Window
 
@@ -205,6 +205,6 @@ def _fetch(client: Any, options: Options, job: Job) -> BulkResult:
             digest, kept = hasher.hexdigest(), None
     except Exception as exc:
         return failed(job.key, str(job.url), job.method, exc, time.monotonic() - started,
-                      1 if counter is None else counter.sent, job.origin)
+                      attempts(counter), job.origin)
     return succeeded(job, response, kept, size, digest, time.monotonic() - started,
-                     1 if counter is None else counter.sent)
+                     attempts(counter))

@@ -36,8 +36,10 @@ def headers_json(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
     exactly what json.dumps gives), and its Content-Type (several joined with ", ").
 
     Most responses' headers are plain ASCII with nothing to escape: those are joined straight
-    into the JSON text (2.7 against 4.7 us for nginx's five, with the Content-Type found in the
-    same pass instead of from an index of every header)."""
+    into the JSON text, and the Content-Type is found in the same pass instead of from an
+    index of every header (6.5 against 10.9 us per row for nginx's five, Headers included)."""
+    if not raw:
+        return "[]", None
     content_types = []
     plain = True
     for name, value in raw:
@@ -46,8 +48,6 @@ def headers_json(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
         if len(name) == 12 and name.lower() == b"content-type":
             content_types.append(value.decode("latin-1"))
     content_type = ", ".join(content_types) if content_types else None
-    if not raw:
-        return "[]", None
     if plain:
         text = '[["' + b'"], ["'.join([name + b'", "' + value for name, value in raw]
                                        ).decode("ascii") + '"]]'
